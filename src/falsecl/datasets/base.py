@@ -1,0 +1,356 @@
+"""Common base of the labelled datasets: file discovery, verification, patch index, reading, plotting.
+
+The pattern follows torchgeo's ``datasets/potsdam.py`` (class constants for classes, colours, splits and file
+patterns; ``_verify()`` with a helpful error; ``plot()``), but the datasets are plain map-style
+:class:`torch.utils.data.Dataset` objects over a *patch index*: a list of
+:class:`~falsecl.datasets.tiling.Patch` windows computed from image sizes read from the file headers, without
+decoding pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
+from falsecl.datasets.io import (
+    IGNORE_INDEX,
+    ImageInfo,
+    colours_to_index,
+    index_lookup,
+    read_info,
+    read_window,
+    remap_index,
+)
+from falsecl.datasets.tiling import POLICIES, PaddingPolicy, Patch, tile_patches
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+Colour = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class SampleFiles:
+    """One image of a dataset, with its mask (``None`` for unlabeled imagery) and its tile (scene).
+
+    Attributes:
+        image: Image file.
+        mask: Mask file, or ``None``.
+        tile: Tile identifier; all patches of one tile stay in one split and one subset stratum.
+    """
+
+    image: Path
+    mask: Path | None
+    tile: str
+
+
+def resolve_bands(
+    bands: str | Sequence[int] | None, band_sets: Mapping[str, Sequence[int]]
+) -> list[int] | None:
+    """Turn a band choice (``"rgb"``, ``"rgbir"``, 0-based indices, or ``None`` = all) into indices."""
+    if bands is None:
+        return None
+    if isinstance(bands, str):
+        if bands not in band_sets:
+            raise ValueError(
+                f"unknown band set {bands!r}; use one of {sorted(band_sets)} or a list of band indices"
+            )
+        return list(band_sets[bands])
+    return [int(b) for b in bands]
+
+
+def _pad_mask(mask: NDArray[np.int64], height: int, width: int) -> NDArray[np.int64]:
+    ph, pw = height - mask.shape[0], width - mask.shape[1]
+    if ph <= 0 and pw <= 0:
+        return mask
+    return np.pad(mask, [(0, ph), (0, pw)], mode="constant", constant_values=IGNORE_INDEX)
+
+
+class SegmentationDataset(Dataset[dict[str, Tensor]]):
+    """Map-style dataset of ``{"image": (C, H, W) float32 raw DN, "mask": (H, W) int64}`` patches.
+
+    Subclasses set the class constants and implement :meth:`_find_files`. Masks are decoded through
+    :attr:`palette` (RGB colour masks) or :attr:`index_map` (index masks); ignore pixels get 255.
+
+    Args:
+        root: Dataset root folder.
+        split: One of :attr:`splits`.
+        patch_size: Square patch size; ``None`` yields whole images (sliding-window evaluation).
+        stride: Step between patches; ``None`` means ``patch_size``.
+        padding: Tiling policy ``"flush"``, ``"pad"`` or ``"drop"`` (see :mod:`falsecl.datasets.tiling`).
+        bands: Band subset: a name from :attr:`band_sets`, 0-based indices, or ``None`` for all bands.
+
+    Raises:
+        DatasetNotFoundError: Missing root, split folder or files.
+        DatasetError: Corrupt files, wrong band counts, image/mask size mismatch.
+    """
+
+    #: Dataset name in :data:`falsecl.datasets.DATASETS`.
+    name: ClassVar[str] = ""
+    classes: tuple[str, ...] = ()
+    #: Display colour of each class (for ``plot``); for colour-mask datasets also the mask colour.
+    colours: tuple[Colour, ...] = ()
+    #: Mask colours mapped to the ignore index.
+    ignore_colours: tuple[Colour, ...] = ()
+    #: Raw index-mask value -> class index (255 = ignore); empty for colour-mask datasets.
+    index_map: dict[int, int] = {}
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    image_pattern: ClassVar[str] = ""
+    mask_pattern: ClassVar[str] = ""
+    #: Band count the image files must have; ``None`` accepts any count that is the same for every image.
+    expected_bands: int | None = None
+    band_sets: ClassVar[dict[str, tuple[int, ...]]] = {}
+    #: Which (0-based) bands are red, green, blue, for display and RGB-only colour augmentation.
+    rgb_bands: tuple[int, int, int] | None = (0, 1, 2)
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        patch_size: int | None = 256,
+        stride: int | None = None,
+        padding: PaddingPolicy = "flush",
+        bands: str | Sequence[int] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        if self.splits and split not in self.splits:
+            raise ValueError(
+                f"{type(self).__name__}: unknown split {split!r}; use one of {', '.join(self.splits)}"
+            )
+        if padding not in POLICIES:
+            raise ValueError(f"unknown padding policy {padding!r}; use one of {', '.join(POLICIES)}")
+        self.split = split
+        self.patch_size = patch_size
+        self.stride = stride
+        self.padding: PaddingPolicy = padding
+        self.band_indices = resolve_bands(bands, self.band_sets)
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(
+                f"{type(self).__name__}: dataset root {self.root} does not exist or is not a folder. Pass "
+                "the folder "
+                f"that contains {self.image_pattern or 'the images'} (layouts: docs/data.md)."
+            )
+        self.files: list[SampleFiles] = self._find_files()
+        if not self.files:
+            raise DatasetNotFoundError(
+                f"{type(self).__name__}: no images for split {split!r} under {self.root} (expected "
+                f"{self.image_pattern}). Check the root folder and the layout in docs/data.md."
+            )
+        self.infos: list[ImageInfo] = []
+        self._verify()
+        self.patches: list[Patch] = []
+        for i, (files, info) in enumerate(zip(self.files, self.infos, strict=True)):
+            self.patches += tile_patches(i, files.tile, info.height, info.width, patch_size, stride, padding)
+        if not self.patches:
+            raise DatasetError(
+                f"{type(self).__name__}: every image under {self.root} is smaller than "
+                f"patch_size={patch_size} and "
+                "padding='drop' dropped them all; use padding='flush' or a smaller patch size."
+            )
+
+    # ------------------------------------------------------------------------------------------ subclass
+    # hooks
+    @classmethod
+    def default_split(cls, root: str | Path) -> str:
+        """Split used when none is named (the CLI's default): the first of :attr:`splits`."""
+        return cls.splits[0]
+
+    def _find_files(self) -> list[SampleFiles]:
+        """List the split's image/mask files (sorted, so indices are stable)."""
+        raise NotImplementedError
+
+    @property
+    def palette(self) -> dict[Colour, int]:
+        """Mask colour -> class index, ignore colours -> 255 (empty for index-mask datasets)."""
+        if self.index_map:
+            return {}
+        table = {c: i for i, c in enumerate(self.colours)}
+        table.update({c: IGNORE_INDEX for c in self.ignore_colours})
+        return table
+
+    # ------------------------------------------------------------------------------------------ verification
+    def _verify(self) -> None:
+        """Check every file's header: existence, readability, band count, image/mask size agreement.
+
+        Reads headers only (no pixel decoding), so it is fast even for 6000 x 6000 GeoTIFFs. Pixel-level
+        problems (unknown mask colours, truncated data) surface when a file is read; ``falsecl data check``
+        reads them all.
+        """
+        bands_seen: tuple[int, Path] | None = None
+        for files in self.files:
+            info = read_info(files.image)
+            if self.expected_bands is not None and info.bands != self.expected_bands:
+                raise DatasetError(
+                    f"image {files.image} has {info.bands} band(s) but {type(self).__name__} expects "
+                    f"{self.expected_bands}. Fix: use the original {self.expected_bands}-band files of this "
+                    "layout "
+                    "or a dataset class that matches your files (docs/data.md)."
+                )
+            if bands_seen is not None and info.bands != bands_seen[0]:
+                raise DatasetError(
+                    f"image {files.image} has {info.bands} band(s) while {bands_seen[1]} has "
+                    f"{bands_seen[0]}; all "
+                    "images of a dataset need the same bands. Fix: convert the odd file or select bands."
+                )
+            bands_seen = bands_seen or (info.bands, files.image)
+            if self.band_indices is not None and max(self.band_indices) >= info.bands:
+                raise DatasetError(
+                    f"image {files.image} has {info.bands} band(s); cannot select bands {self.band_indices}. "
+                    "Fix: choose band indices below the band count (e.g. bands='rgb')."
+                )
+            if files.mask is not None:
+                minfo = read_info(files.mask)
+                if (minfo.height, minfo.width) != (info.height, info.width):
+                    raise DatasetError(
+                        f"mask {files.mask} is {minfo.width}x{minfo.height} but its image {files.image} is "
+                        f"{info.width}x{info.height} (width x height). Fix: re-export the mask at the image "
+                        "size, "
+                        "or check that the file names pair the right image and mask."
+                    )
+                want_rgb = not self.index_map
+                if want_rgb and minfo.bands < 3 and minfo.mode != "P":
+                    raise DatasetError(
+                        f"mask {files.mask} has {minfo.bands} band(s) but {type(self).__name__} expects RGB "
+                        "colour "
+                        "masks. Fix: use the dataset for index masks (e.g. 'isprs_mmseg') or colour masks "
+                        "here."
+                    )
+                if not want_rgb and minfo.bands != 1:
+                    raise DatasetError(
+                        f"mask {files.mask} has {minfo.bands} bands but {type(self).__name__} expects "
+                        "single-band "
+                        "index masks. Fix: use the colour-mask variant of this dataset."
+                    )
+            self.infos.append(info)
+
+    def _require(self, path: Path, what: str = "file") -> Path:
+        if not path.exists():
+            raise DatasetNotFoundError(
+                f"{type(self).__name__}: missing {what} {path}. Fix: restore it, or check the layout in "
+                "docs/data.md."
+            )
+        return path
+
+    # ------------------------------------------------------------------------------------------ reading
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (ignore excluded)."""
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        """Bands per sample after band selection."""
+        return len(self.band_indices) if self.band_indices is not None else self.infos[0].bands
+
+    @property
+    def patch_ids(self) -> list[str]:
+        """Stable patch identifiers, ``"<tile>/<image index>:<row>:<col>"``."""
+        return [p.id for p in self.patches]
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def read_image(self, index: int) -> NDArray[Any]:
+        """Raw pixels (C, h, w) of patch ``index`` in the file's dtype, zero-padded outside the image."""
+        p = self.patches[index]
+        return read_window(
+            self.files[p.image_index].image, p.row, p.col, p.height, p.width, self.band_indices, fill=0
+        )
+
+    def read_mask(self, index: int) -> NDArray[np.int64]:
+        """Class indices (h, w) of patch ``index``, 255 outside the image and on ignore colours/values."""
+        p = self.patches[index]
+        files, info = self.files[p.image_index], self.infos[p.image_index]
+        if files.mask is None:
+            raise DatasetError(f"{type(self).__name__} has no masks")
+        # Read the part inside the image only, decode it, then pad with ignore: padding colours could collide
+        # with real class colours (ISPRS impervious surfaces are white).
+        h, w = min(p.height, info.height - p.row), min(p.width, info.width - p.col)
+        if self.index_map:
+            raw = read_window(files.mask, p.row, p.col, h, w, mode="index")
+            mask = remap_index(raw, index_lookup(self.index_map), files.mask)
+        else:
+            raw = read_window(files.mask, p.row, p.col, h, w, mode="RGB")
+            mask = colours_to_index(self._clean_colours(raw), self.palette, files.mask)
+        return _pad_mask(mask, p.height, p.width)
+
+    def _clean_colours(self, rgb: NDArray[Any]) -> NDArray[Any]:
+        """Hook for datasets whose official masks need colour clean-up (DeepGlobe thresholds at 128)."""
+        return rgb
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        image = torch.from_numpy(self.read_image(index).astype(np.float32))
+        mask = torch.from_numpy(self.read_mask(index))
+        return {"image": image, "mask": mask}
+
+    def with_patch_size(self, patch_size: int | None, stride: int | None = None) -> SegmentationDataset:
+        """A copy of this dataset re-tiled with another patch size (``None``: whole images); no re-read."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.patch_size, clone.stride = patch_size, stride
+        clone.patches = []
+        for i, (files, info) in enumerate(zip(self.files, self.infos, strict=True)):
+            clone.patches += tile_patches(
+                i, files.tile, info.height, info.width, patch_size, stride, self.padding
+            )
+        return clone
+
+    # ------------------------------------------------------------------------------------------ display
+    def plot(
+        self, sample: Mapping[str, Tensor], show_titles: bool = True, suptitle: str | None = None
+    ) -> Figure:
+        """Show a sample's image (RGB bands, 2-98 % stretch) next to its mask in the class colours.
+
+        Args:
+            sample: ``{"image": (C, H, W), "mask": (H, W)}``, optionally ``"prediction": (H, W)``.
+            show_titles: Put titles over the panels.
+            suptitle: Figure title.
+
+        Returns:
+            The matplotlib figure.
+        """
+        import matplotlib.pyplot as plt
+
+        panels: list[tuple[str, NDArray[Any]]] = [("image", display_rgb(sample["image"], self.rgb_bands))]
+        for key in ("mask", "prediction"):
+            if key in sample:
+                panels.append((key, colourise(sample[key], self.colours)))
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+        for ax, (title, array) in zip(axes[0], panels, strict=True):
+            ax.imshow(array)
+            ax.axis("off")
+            if show_titles:
+                ax.set_title(title)
+        if suptitle is not None:
+            fig.suptitle(suptitle)
+        return fig
+
+
+def display_rgb(image: Tensor, rgb_bands: Sequence[int] | None = (0, 1, 2)) -> NDArray[np.float64]:
+    """Image (C, H, W) raw -> (H, W, 3) floats in [0, 1] with a per-band 2-98 % percentile stretch."""
+    array = image.detach().cpu().double().numpy()
+    bands = list(rgb_bands) if rgb_bands is not None and array.shape[0] >= 3 else [0, 0, 0]
+    rgb = array[bands]
+    lo = np.percentile(rgb, 2, axis=(1, 2), keepdims=True)
+    hi = np.percentile(rgb, 98, axis=(1, 2), keepdims=True)
+    out: NDArray[np.float64] = np.clip((rgb - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(1, 2, 0)
+    return out
+
+
+def colourise(mask: Tensor, colours: Sequence[Colour]) -> NDArray[np.uint8]:
+    """Class indices (H, W) -> RGB (H, W, 3) uint8 in the class colours; ignore (255) is black."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    for i, colour in enumerate(colours):
+        lut[i] = colour
+    m = mask.detach().cpu().numpy().astype(np.int64)
+    out: NDArray[np.uint8] = lut[np.clip(m, 0, 255)]
+    return out

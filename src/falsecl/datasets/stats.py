@@ -1,0 +1,148 @@
+"""Per-band normalisation statistics computed from training data and cached as JSON.
+
+Statistics always come from the training patches of the run's own data, never from an inherited 0/255 or
+ImageNet default: the bands (IR), the sensor and the bit depth (uint8 or 16-bit) all change them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from falsecl.datasets.errors import DatasetError
+
+
+class PatchSource(Protocol):
+    """Anything with a length and ``read_image(i) -> (C, h, w)`` raw pixels (every falsecl dataset)."""
+
+    def __len__(self) -> int:
+        """Number of patches."""
+        ...
+
+    def read_image(self, index: int) -> NDArray[Any]:
+        """Raw pixels (C, h, w) of patch ``index``."""
+        ...
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """Per-band statistics of raw digital numbers.
+
+    Attributes:
+        mean: Per-band mean (C floats).
+        std: Per-band standard deviation (C floats), floored at 1e-6 so normalising cannot divide by zero.
+        max: Per-band maximum seen (the value range, e.g. 255 for uint8), used to scale colour augmentation.
+        num_patches: How many patches were sampled.
+    """
+
+    mean: list[float]
+    std: list[float]
+    max: list[float]
+    num_patches: int
+
+    @property
+    def bands(self) -> int:
+        """Number of bands."""
+        return len(self.mean)
+
+
+def compute_band_stats(dataset: PatchSource, max_patches: int = 256, seed: int = 0) -> BandStats:
+    """Mean/std per band over a seeded random sample of at most ``max_patches`` patches.
+
+    Sums are accumulated in float64 (16-bit data squared overflows float32 precision quickly).
+
+    Args:
+        dataset: The training dataset (raw, unnormalised).
+        max_patches: Upper bound on patches read (a few hundred give the mean to well under 1 %).
+        seed: Sampling seed.
+
+    Returns:
+        The statistics.
+
+    Raises:
+        DatasetError: Empty dataset.
+    """
+    n = len(dataset)
+    if n == 0:
+        raise DatasetError("cannot compute band statistics of an empty dataset")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(n, size=min(n, max_patches), replace=False))
+    first = dataset.read_image(int(chosen[0]))
+    total = np.zeros(first.shape[0])
+    sq = np.zeros(first.shape[0])
+    peak = np.full(first.shape[0], -np.inf)
+    count = 0
+    for i in chosen:
+        x = dataset.read_image(int(i)).astype(np.float64)
+        flat = x.reshape(x.shape[0], -1)
+        total += flat.sum(1)
+        sq += (flat * flat).sum(1)
+        peak = np.maximum(peak, flat.max(1))
+        count += flat.shape[1]
+    mean = total / count
+    var = np.maximum(sq / count - mean * mean, 0.0)
+    std = [max(math.sqrt(v), 1e-6) for v in var]
+    return BandStats([float(v) for v in mean], std, [float(v) for v in peak], int(len(chosen)))
+
+
+def save_band_stats(stats: BandStats, path: str | Path) -> None:
+    """Write ``stats`` as JSON (creating parent folders)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(stats), indent=2) + "\n")
+
+
+def load_band_stats(path: str | Path) -> BandStats:
+    """Read statistics written by :func:`save_band_stats`.
+
+    Raises:
+        DatasetError: Malformed file.
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+        return BandStats(
+            [float(v) for v in raw["mean"]],
+            [float(v) for v in raw["std"]],
+            [float(v) for v in raw["max"]],
+            int(raw["num_patches"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise DatasetError(
+            f"band statistics file {path} is malformed ({err}). Fix: delete it to recompute."
+        ) from err
+
+
+def cached_band_stats(
+    dataset: PatchSource,
+    path: str | Path | None,
+    max_patches: int = 256,
+    seed: int = 0,
+    bands: int | None = None,
+) -> BandStats:
+    """Load statistics from ``path`` when it exists with the right band count, else compute and save them.
+
+    Args:
+        dataset: Training dataset.
+        path: JSON cache file, or ``None`` to always compute without saving.
+        max_patches: Sample size for :func:`compute_band_stats`.
+        seed: Sampling seed.
+        bands: Expected band count; a cache with another count is recomputed.
+
+    Returns:
+        The statistics.
+    """
+    if path is not None and Path(path).is_file():
+        stats = load_band_stats(path)
+        if bands is None or stats.bands == bands:
+            return stats
+    stats = compute_band_stats(dataset, max_patches, seed)
+    if path is not None:
+        save_band_stats(stats, path)
+    return stats

@@ -1,0 +1,89 @@
+"""Label-fraction subsets (1, 5, 10, 25, 100 % of the training patches), seeded and stratified by tile.
+
+The subset is saved as a list of patch ids (one per line) so a run can be reproduced and compared across
+methods on exactly the same labels, as in the FALSE paper's few-label protocol.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from falsecl.datasets.errors import DatasetError
+from falsecl.datasets.tiling import Patch
+
+
+def label_fraction_subset(patches: Sequence[Patch], fraction: float, seed: int = 0) -> list[int]:
+    """Indices of a seeded subset holding ``fraction`` of the patches, stratified by tile.
+
+    The total ``n = max(1, round(fraction * N))`` is shared among tiles in proportion to their patch counts
+    (largest-remainder rounding), then each tile's share is drawn at random; so every tile is represented as
+    evenly as the fraction allows and a 1 % subset is not all from one scene.
+
+    Args:
+        patches: The training patch index.
+        fraction: Share of patches in ``(0, 1]``.
+        seed: Random seed.
+
+    Returns:
+        Sorted patch indices.
+
+    Raises:
+        ValueError: ``fraction`` outside ``(0, 1]`` or no patches.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction} (write 0.01 for 1 %)")
+    if not patches:
+        raise ValueError("cannot draw a subset of an empty dataset")
+    if fraction == 1.0:
+        return list(range(len(patches)))
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(patches):
+        groups[p.tile].append(i)
+    tiles = sorted(groups)
+    total = max(1, round(fraction * len(patches)))
+    quotas = np.array([fraction * len(groups[t]) for t in tiles]) * total / (fraction * len(patches))
+    counts = np.floor(quotas).astype(int)
+    rng = np.random.default_rng(seed)
+    # Largest remainder; ties broken at random (seeded) so no tile is systematically favoured.
+    order = np.lexsort((rng.random(len(tiles)), -(quotas - counts)))
+    for j in order[: total - int(counts.sum())]:
+        counts[j] += 1
+    chosen: list[int] = []
+    for tile, k in zip(tiles, counts, strict=True):
+        if k:
+            chosen += [int(v) for v in rng.choice(groups[tile], size=int(k), replace=False)]
+    return sorted(chosen)
+
+
+def save_ids(ids: Sequence[str], path: str | Path) -> None:
+    """Write patch ids one per line (creating parent folders)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{i}\n" for i in ids))
+
+
+def load_ids(path: str | Path) -> list[str]:
+    """Read patch ids written by :func:`save_ids`."""
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def ids_to_indices(ids: Sequence[str], patch_ids: Sequence[str], source: str | Path = "subset") -> list[int]:
+    """Positions of ``ids`` in ``patch_ids``.
+
+    Raises:
+        DatasetError: An id that the dataset does not have (the data or patch size changed since it was
+            saved).
+    """
+    where = {pid: i for i, pid in enumerate(patch_ids)}
+    missing = [i for i in ids if i not in where]
+    if missing:
+        raise DatasetError(
+            f"{source}: {len(missing)} patch id(s) not in the dataset (first: {missing[0]!r}); the data, "
+            "split or "
+            "patch size changed since the subset was saved. Fix: delete the id list to draw a new one."
+        )
+    return sorted(where[i] for i in ids)
