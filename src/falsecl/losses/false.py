@@ -1,6 +1,6 @@
 """FALSE: false-negative-aware contrastive loss for remote-sensing imagery.
 
-Zhang, Wang, Li, Ji, Lu. "FALSE: False Negative Samples Aware Contrastive Learning for Semantic Segmentation of
+Zhang, Wang, Mei, Tao, Li. "FALSE: False Negative Samples Aware Contrastive Learning for Semantic Segmentation of
 High-Resolution Remote Sensing Image." IEEE Geoscience and Remote Sensing Letters, 2022 (arXiv:2211.07928).
 
 Notation. ``z0, z1`` are the projector outputs of two views of ``N`` images, stacked as ``z = [z0; z1]`` (``2N``
