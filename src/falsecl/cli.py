@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("falsecl.inference_cli", "evaluate_main", "sliding-window evaluation on whole held-out images"),
     "predict": ("falsecl.inference_cli", "predict_main", "georeferenced class map for a GeoTIFF/JPEG/PNG of any size"),
     "data": ("falsecl.datasets.cli", "main", "inspect a dataset: 'data check' and 'data plot'"),
-    "benchmark": ("falsecl.benchmark.cli", "main", "speed benchmarks of the losses"),
+    "benchmark": ("falsecl.benchmark.cli", "main", "methods x label fractions x seeds, with a report"),
 }
 
 
