@@ -239,38 +239,43 @@ def false_loss(
 
     with torch.no_grad():
         if selection == "per_anchor":
-            accepted_all, chosen_all = select_per_anchor(sim_all, threshold, top_k, symmetric)
+            accepted, chosen = select_per_anchor(sim_all, threshold, top_k, symmetric)
         else:
-            accepted_all, chosen_all = select_official(sim_all, temperature, threshold)
-        accepted = accepted_all[local]
-        cols = torch.arange(n2, device=device)
+            accepted, chosen = select_official(sim_all, temperature, threshold)
+        sim_rows = sim_all
+        if world > 1:
+            accepted, chosen, sim_rows = accepted[local], chosen[local], sim_all[local]
         pos = positive_index(n2, device)[local]
-        is_self = cols[None, :] == local[:, None]
-        is_pos = cols[None, :] == pos[:, None]
-        chosen_neg = chosen_all[local] & ~is_self & ~is_pos
-        log_alpha = math.log(alpha) if alpha > 0 else -math.inf
-        zero = torch.zeros((), dtype=sim_local.dtype, device=device)
-        neg_inf = torch.full((), -math.inf, dtype=sim_local.dtype, device=device)
-        # Log-weights turn the weighted sums of exponentials into log-sum-exps (stable at small tau).
-        log_w_num = torch.where(is_pos, zero, neg_inf)
-        log_w_num = torch.where(accepted, torch.full_like(zero, log_alpha), log_w_num)
-        log_w_den = torch.where(is_self, neg_inf, zero)
-        if negatives == "eliminate":
-            log_w_den = torch.where(accepted, torch.full_like(zero, log_alpha), log_w_den)
+        is_self = torch.arange(n2, device=device)[None, :] == local[:, None]
+        # Only real negatives count as candidates (the official mode may select self/positive entries).
+        chosen &= ~is_self
+        chosen[torch.arange(len(local), device=device), pos] = False
 
     logits = sim_local / temperature
-    per_row = torch.logsumexp(logits + log_w_den, dim=1) - torch.logsumexp(logits + log_w_num, dim=1)
+    # Denominator over every k != i; "eliminate" drops the (1 - alpha) share of the accepted candidates.
+    den_logits = logits.masked_fill(is_self, -math.inf)
+    if negatives == "eliminate":
+        log_alpha = math.log(alpha) if alpha > 0 else -math.inf
+        den_logits = torch.where(accepted, den_logits + log_alpha, den_logits)
+    # Numerator: the positive plus alpha times the accepted candidates. Log-sum-exps keep tau = 0.07 stable;
+    # every row keeps its positive, so no row is all -inf (whose gradient would be NaN).
+    pos_mask = torch.zeros_like(accepted)
+    pos_mask[torch.arange(len(local), device=device), pos] = True
+    if alpha > 0:
+        num_logits = torch.where(accepted, logits + math.log(alpha), logits.masked_fill(~pos_mask, -math.inf))
+    else:
+        num_logits = logits.masked_fill(~pos_mask, -math.inf)
+    per_row = torch.logsumexp(den_logits, dim=1) - torch.logsumexp(num_logits, dim=1)
     loss = per_row.mean()
 
     with torch.no_grad():
         fired = accepted.any(dim=1)
-        num_chosen = chosen_neg.sum()
-        cand = (sim_all[local] * chosen_neg).sum() / num_chosen.clamp(min=1)
+        num_chosen = chosen.sum()
         stats = {
             "fire_rate": fired.to(sim_local.dtype).mean(),
             "num_fired": fired.sum(),
-            "candidate_cos": cand,
-            "positive_cos": sim_all[local, pos].mean(),
+            "candidate_cos": sim_rows[chosen].sum() / num_chosen.clamp(min=1),
+            "positive_cos": sim_rows.gather(1, pos[:, None]).mean(),
         }
     return loss, stats
 
