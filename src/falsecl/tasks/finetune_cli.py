@@ -39,10 +39,12 @@ class FinetuneCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Point the trainer, loggers and checkpoints at ``runs/<name>`` unless the config says otherwise."""
-        root = Path(self.config["runs_dir"]) / self.config["name"]
         trainer_cfg = self.config_init.get("trainer", {})
         if trainer_cfg.get("default_root_dir") is None:
+            root = Path(self.config["runs_dir"]) / self.config["name"]
             kwargs["default_root_dir"] = str(root)
+        else:  # an explicit run folder wins over --name, for the logs and checkpoints too
+            root = Path(trainer_cfg["default_root_dir"])
         logger = trainer_cfg.get("logger")
         if logger is None or logger is True:
             # Same layout as pretraining; fixed (empty) versions keep one log that a resumed run appends to.

@@ -1,0 +1,179 @@
+"""Training throughput of SimCLR + NT-Xent vs SimCLR + FALSE vs MoCo v2 vs MoCo + FALSE on the CPU preset.
+
+A step is one full optimisation step (forward of both views, loss, backward, optimiser step; for MoCo also the
+momentum update and the enqueue) on synthetic normalised views of the CPU preset's shape (ResNet-18, batch 64,
+96 px views, 512-wide projection head), so data loading and augmentation are not part of the figures.
+``images/s`` counts images (pairs of views) per second.
+
+Three measurements, printed in one run:
+
+1. Throughput: each method is its own model; methods are timed round-robin, step by step, so that bursts of
+   load from other processes hit all of them alike. Best (least disturbed) and median step times.
+2. FALSE overhead, paired: one SimCLR (and one MoCo) model whose loss is swapped between NT-Xent and FALSE on
+   consecutive steps; the median over rounds of the step-time ratio. Backbone, weights and memory are shared, so
+   the ratio isolates the loss. Target: FALSE adds <= 5 % to the SimCLR step time.
+3. The loss alone (forward + backward on fixed projections), best of 20.
+
+Usage::
+
+    python benchmarks/pretrain_speed.py [--batch-size 64] [--crop 96] [--steps 6] [--pairs 8] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from falsecl.losses.false import FALSELoss
+from falsecl.losses.moco_false import MoCoFALSELoss
+from falsecl.tasks.base import PretrainTask
+from falsecl.tasks.moco import MoCo
+from falsecl.tasks.simclr import SimCLR
+
+#: name -> (task class, task arguments); the shapes follow configs/pretrain/cpu_*.yaml.
+METHODS: dict[str, tuple[Callable[..., PretrainTask], dict[str, Any]]] = {
+    "SimCLR + NT-Xent": (SimCLR, {"loss": "ntxent"}),
+    "SimCLR + FALSE (per_anchor)": (SimCLR, {"loss": "false", "selection": "per_anchor"}),
+    "SimCLR + FALSE (official)": (SimCLR, {"loss": "false", "selection": "official"}),
+    "MoCo v2": (MoCo, {"loss": "ntxent", "queue_size": 4096, "temperature": 0.2}),
+    "MoCo v2 + FALSE": (MoCo, {"loss": "false", "queue_size": 4096, "temperature": 0.2}),
+}
+
+
+def build(name: str, arch: str, hidden_dim: int) -> tuple[PretrainTask, torch.optim.Optimizer]:
+    cls, kwargs = METHODS[name]
+    torch.manual_seed(0)
+    model = cls(arch=arch, in_channels=3, hidden_dim=hidden_dim, output_dim=128, **kwargs)
+    model.train()
+    return model, model.build_optimizer()
+
+
+def step(model: PretrainTask, optimizer: torch.optim.Optimizer, v0: torch.Tensor, v1: torch.Tensor) -> float:
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    loss, _ = model.pretrain_loss(v0, v1)
+    torch.autograd.backward(loss)
+    optimizer.step()
+    return time.perf_counter() - start
+
+
+def paired_overhead(
+    model: PretrainTask,
+    optimizer: torch.optim.Optimizer,
+    losses: dict[str, nn.Module],
+    v0: torch.Tensor,
+    v1: torch.Tensor,
+    pairs: int,
+) -> dict[str, float]:
+    """Median over rounds of (step time with each loss) / (step time with the first loss), in percent."""
+    names = list(losses)
+    ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
+    for round_ in range(pairs):
+        order = names if round_ % 2 == 0 else names[::-1]  # alternate the order: no loss always runs first
+        seconds = {}
+        for name in order:
+            model.criterion = losses[name]
+            seconds[name] = step(model, optimizer, v0, v1)
+        for name in names[1:]:
+            ratios[name].append(seconds[name] / seconds[names[0]])
+    return {name: 100 * (statistics.median(r) - 1) for name, r in ratios.items()}
+
+
+def loss_times(
+    built: dict[str, tuple[PretrainTask, torch.optim.Optimizer]], v0: torch.Tensor, v1: torch.Tensor, reps: int
+) -> dict[str, float]:
+    """Best-of-``reps`` milliseconds of forward + backward of each method's loss on fixed projections."""
+    with torch.no_grad():
+        z0, z1 = cast(SimCLR, built["SimCLR + NT-Xent"][0]).project(torch.cat([v0, v1])).chunk(2)
+    g = torch.Generator().manual_seed(1)
+    queue = nn.functional.normalize(torch.randn(4096, z0.shape[1], generator=g), dim=1)
+    out: dict[str, float] = {}
+    for name, (model, _) in built.items():
+        criterion = cast(nn.Module, model.criterion)
+        samples = []
+        for _ in range(reps):
+            a, b = z0.clone().requires_grad_(), z1.clone().requires_grad_()
+            start = time.perf_counter()
+            loss = criterion(a, b) if isinstance(model, SimCLR) else criterion(a, b.detach(), queue)
+            torch.autograd.backward(loss)
+            samples.append(time.perf_counter() - start)
+        out[name] = 1000 * min(samples)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--crop", type=int, default=96)
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--hidden-dim", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per method (throughput table)")
+    parser.add_argument("--pairs", type=int, default=8, help="rounds of the paired overhead measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(args.batch_size, 3, args.crop, args.crop, generator=g)
+    v0 = base + 0.1 * torch.randn(base.shape, generator=g)
+    v1 = base + 0.1 * torch.randn(base.shape, generator=g)
+
+    # 1. throughput, round-robin
+    built = {name: build(name, args.arch, args.hidden_dim) for name in METHODS}
+    for model, optimizer in built.values():  # warm-up: allocator, first-call overheads
+        step(model, optimizer, v0, v1)
+    times: dict[str, list[float]] = {name: [] for name in METHODS}
+    for _ in range(args.steps):
+        for name, (model, optimizer) in built.items():
+            times[name].append(step(model, optimizer, v0, v1))
+    best = {name: min(t) for name, t in times.items()}
+    median = {name: statistics.median(t) for name, t in times.items()}
+
+    # 2. paired overhead: the same model, the loss swapped step by step
+    simclr, simclr_opt = built["SimCLR + NT-Xent"]
+    simclr_losses: dict[str, nn.Module] = {
+        "NT-Xent": cast(nn.Module, simclr.criterion),
+        "FALSE (per_anchor)": FALSELoss(0.5, 1.0, 0.9, "per_anchor", gather_distributed=True),
+        "FALSE (official)": FALSELoss(0.5, 1.0, 0.9, "official", gather_distributed=True),
+    }
+    simclr_overhead = paired_overhead(simclr, simclr_opt, simclr_losses, v0, v1, args.pairs)
+    moco, moco_opt = built["MoCo v2"]
+    moco_losses: dict[str, nn.Module] = {
+        "InfoNCE": cast(nn.Module, moco.criterion),
+        "FALSE": MoCoFALSELoss(0.2, 1.0, 0.9),
+    }
+    moco_overhead = paired_overhead(moco, moco_opt, moco_losses, v0, v1, args.pairs)
+
+    # 3. the loss alone
+    loss_ms = loss_times(built, v0, v1, reps=20)
+
+    print(
+        f"{args.arch}, batch {args.batch_size}, {args.crop} px views, head {args.hidden_dim}, "
+        f"{torch.get_num_threads()} threads; {args.steps} steps per method (round-robin), {args.pairs} paired rounds"
+    )
+    print(
+        f"{'method':<30} {'best ms':>9} {'median ms':>10} {'images/s':>9} {'vs NT-Xent':>11} "
+        f"{'vs MoCo v2':>11} {'loss ms':>8}"
+    )
+    for name in METHODS:
+        print(
+            f"{name:<30} {1000 * best[name]:>9.1f} {1000 * median[name]:>10.1f} "
+            f"{args.batch_size / best[name]:>9.1f} {best[name] / best['SimCLR + NT-Xent']:>10.3f}x "
+            f"{best[name] / best['MoCo v2']:>10.3f}x {loss_ms[name]:>8.2f}"
+        )
+    print("paired step-time overhead (same model, loss swapped step by step; median ratio):")
+    for name, percent in simclr_overhead.items():
+        verdict = "meets" if percent <= 5 else "MISSES"
+        print(f"  SimCLR + {name}: {percent:+.1f} % over SimCLR + NT-Xent ({verdict} the <= 5 % target)")
+    for name, percent in moco_overhead.items():
+        print(f"  MoCo v2 + {name}: {percent:+.1f} % over MoCo v2")
+
+
+if __name__ == "__main__":
+    main()

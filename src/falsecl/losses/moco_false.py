@@ -1,0 +1,168 @@
+"""FALSE against a queue of keys: false-negative-aware InfoNCE for MoCo v2.
+
+MoCo v2 (Chen, Fan, Girshick, He, "Improved Baselines with Momentum Contrastive Learning", arXiv 2003.04297)
+contrasts each query ``q_i`` with its key ``k_i`` (positive) and the ``K`` keys of a queue (negatives). FALSE
+(Zhang et al., IEEE GRSL 2022, arXiv 2211.07928) is extended to the queue with the same rule as the in-batch
+``selection="per_anchor"`` mode of :mod:`falsecl.losses.false`: for query ``i`` the candidates ``F_i`` are the
+``top_k`` queue keys ``m`` with the smallest ``|s_im - s_i+|`` (cosines; ties go to the lower queue index),
+accepted when ``s_i+ >= threshold``. With ``e = exp(s / tau)``::
+
+    L_i = -log( (e_i+ + alpha * sum_{m in F_i} e_im) / (e_i+ + sum_{k in queue} e_ik) )
+
+and with ``negatives="eliminate"`` the denominator keeps only the ``alpha`` share of each accepted candidate
+(FNC-style elimination, Huynh et al., WACV 2022): ``e_i+ + alpha * sum_{F_i} e_im + sum_{k not in F_i} e_ik``.
+With ``alpha = 0`` and ``negatives="keep"`` (or an empty ``F_i``) the loss is exactly MoCo's InfoNCE.
+
+Keys and queue carry no gradient (they come from the momentum encoder), so the loss needs no gathering: each
+rank's queries only meet their own keys and the queue, which holds the keys of all ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from falsecl.losses.pairs import queue_similarities
+
+NegativesMode = Literal["keep", "eliminate"]
+
+
+def _check_args(temperature: float, alpha: float, threshold: float, top_k: int, negatives: str) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold is a cosine and must be in [-1, 1], got {threshold}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    if negatives not in ("keep", "eliminate"):
+        raise ValueError(f"negatives must be 'keep' or 'eliminate', got {negatives!r}")
+
+
+def select_queue_candidates(pos: Tensor, neg: Tensor, threshold: float, top_k: int = 1) -> tuple[Tensor, Tensor]:
+    """FNSD against a queue: each query's keys whose cosine is closest to its positive's.
+
+    Args:
+        pos: Query-key (positive) cosines, shape ``(N,)``.
+        neg: Query-queue cosines, shape ``(N, K)``.
+        threshold: Gate ``T`` on ``pos``.
+        top_k: Candidates per query; more than ``K`` selects the whole queue.
+
+    Returns:
+        ``(accepted, chosen)``: bool masks ``(N, K)`` of the accepted candidates and of the chosen ones before
+        the gate.
+    """
+    dist = (neg - pos[:, None]).abs()
+    k = min(top_k, neg.shape[1])
+    chosen = torch.zeros_like(neg, dtype=torch.bool)
+    if k == 1:
+        chosen.scatter_(1, dist.argmin(dim=1, keepdim=True), True)  # first minimum: ties go to the lower index
+    else:
+        chosen.scatter_(1, torch.sort(dist, dim=1, stable=True).indices[:, :k], True)
+    return chosen & (pos >= threshold)[:, None], chosen
+
+
+def moco_false_loss(
+    q: Tensor,
+    k: Tensor,
+    queue: Tensor,
+    temperature: float = 0.2,
+    alpha: float = 1.0,
+    threshold: float = 0.9,
+    top_k: int = 1,
+    negatives: NegativesMode = "keep",
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """MoCo InfoNCE with FALSE candidates searched among the queue keys; see the module docstring.
+
+    Args:
+        q: Queries (online encoder projections), shape ``(N, D)``, not necessarily normalised.
+        k: Keys (momentum encoder projections), shape ``(N, D)``; detached.
+        queue: Keys of earlier batches, shape ``(K, D)``; detached.
+        temperature: ``tau`` (> 0); MoCo v2 uses 0.2.
+        alpha: Share of an accepted candidate moved into the numerator, in ``[0, 1]``; 0 gives InfoNCE.
+        threshold: Cosine gate ``T`` on the query-key similarity, in ``[-1, 1]``.
+        top_k: Candidates per query.
+        negatives: ``"keep"`` (FALSE) or ``"eliminate"``.
+
+    Returns:
+        ``(loss, stats)``: the scalar mean loss over the ``N`` queries and detached statistics ``fire_rate``,
+        ``num_fired``, ``candidate_cos`` (mean cosine of the chosen candidates before the gate) and
+        ``positive_cos`` (mean query-key cosine).
+
+    Raises:
+        ValueError: On illegal arguments or shapes.
+    """
+    _check_args(temperature, alpha, threshold, top_k, negatives)
+    pos, neg = queue_similarities(q, k, queue)
+    with torch.no_grad():
+        accepted, chosen = select_queue_candidates(pos.detach(), neg.detach(), threshold, top_k)
+        log_alpha = math.log(alpha) if alpha > 0 else -math.inf
+        zero = torch.zeros((), dtype=neg.dtype, device=neg.device)
+        cand_w = torch.full_like(zero, log_alpha)
+        # Log-weights of the queue columns in numerator and denominator (logsumexp keeps small tau stable).
+        log_w_num = torch.where(accepted, cand_w, torch.full_like(zero, -math.inf))
+        log_w_den = torch.where(accepted, cand_w, zero) if negatives == "eliminate" else torch.zeros_like(neg)
+    lp = (pos / temperature)[:, None]
+    ln = neg / temperature
+    numerator = torch.logsumexp(torch.cat([lp, ln + log_w_num], dim=1), dim=1)
+    denominator = torch.logsumexp(torch.cat([lp, ln + log_w_den], dim=1), dim=1)
+    loss = (denominator - numerator).mean()
+    with torch.no_grad():
+        fired = accepted.any(dim=1)
+        stats = {
+            "fire_rate": fired.to(neg.dtype).mean(),
+            "num_fired": fired.sum(),
+            "candidate_cos": (neg * chosen).sum() / chosen.sum().clamp(min=1),
+            "positive_cos": pos.mean(),
+        }
+    return loss, stats
+
+
+class MoCoFALSELoss(nn.Module):
+    """Module form of :func:`moco_false_loss`; ``alpha=0`` is MoCo v2's InfoNCE.
+
+    Attributes:
+        last_stats: Detached statistics of the last call, for logging.
+
+    Args:
+        temperature: ``tau`` (> 0).
+        alpha: Share moved into the numerator, in ``[0, 1]``.
+        threshold: Cosine gate ``T``.
+        top_k: Candidates per query.
+        negatives: ``"keep"`` or ``"eliminate"``.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.2,
+        alpha: float = 1.0,
+        threshold: float = 0.9,
+        top_k: int = 1,
+        negatives: NegativesMode = "keep",
+    ) -> None:
+        super().__init__()
+        _check_args(temperature, alpha, threshold, top_k, negatives)
+        self.temperature = temperature
+        self.alpha = alpha
+        self.threshold = threshold
+        self.top_k = top_k
+        self.negatives: NegativesMode = negatives
+        self.last_stats: dict[str, Tensor] = {}
+
+    def forward(self, q: Tensor, k: Tensor, queue: Tensor) -> Tensor:
+        """Return the scalar loss of queries ``q`` ``(N, D)``, keys ``k`` ``(N, D)``, ``queue`` ``(K, D)``."""
+        loss, self.last_stats = moco_false_loss(
+            q, k, queue, self.temperature, self.alpha, self.threshold, self.top_k, self.negatives
+        )
+        return loss
+
+    def extra_repr(self) -> str:
+        """Show the hyper-parameters in ``repr``."""
+        return (
+            f"temperature={self.temperature}, alpha={self.alpha}, threshold={self.threshold}, "
+            f"top_k={self.top_k}, negatives={self.negatives!r}"
+        )

@@ -1,0 +1,1 @@
+"""LightningModules: self-supervised pretraining methods and segmentation fine-tuning."""

@@ -1,0 +1,140 @@
+"""MoCo v2 pretraining (Chen, Fan, Girshick, He, arXiv 2003.04297) with FALSE extended to the queue.
+
+A query encoder (backbone + MLP head) is trained against keys from a momentum (EMA) copy of it; negatives are
+the keys of earlier batches held in a FIFO queue. The loss is chosen by name:
+
+* ``false``: :class:`falsecl.losses.moco_false.MoCoFALSELoss`: false-negative candidates are searched among
+  the queue keys (Zhang et al., IEEE GRSL 2022, extended); ``alpha = 0`` is exactly MoCo v2's InfoNCE.
+* ``ntxent``: MoCo v2's InfoNCE against the queue (``MoCoFALSELoss`` with ``alpha = 0``).
+* ``fnc``: FNC-style elimination/attraction among queue keys (``negatives="eliminate"``; Huynh et al.,
+  WACV 2022).
+* ``debiased`` (Chuang et al., NeurIPS 2020) and ``hard_negative`` (Robinson et al., ICLR 2021) on the queue.
+
+In a multi-process run every rank enqueues the keys of all ranks (gathered in rank order), so all ranks hold
+the same queue, and the queue is a persistent buffer restored exactly by ``--ckpt_path``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightly.models.modules import MoCoProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from torch import Tensor, nn
+
+from falsecl.losses.debiased import DebiasedContrastiveLoss
+from falsecl.losses.hard_negative import HardNegativeLoss
+from falsecl.losses.moco_false import MoCoFALSELoss
+from falsecl.losses.queue import KeyQueue
+from falsecl.tasks.base import PretrainTask, loss_statistics
+
+LossName = Literal["false", "ntxent", "fnc", "debiased", "hard_negative"]
+
+
+def build_queue_loss(
+    loss: str,
+    temperature: float,
+    alpha: float,
+    threshold: float,
+    top_k: int,
+    negatives: Literal["keep", "eliminate"],
+    tau_plus: float,
+    beta: float,
+) -> nn.Module:
+    """Build the queue loss named ``loss``; see the module docstring.
+
+    Returns:
+        A module mapping queries ``(N, D)``, keys ``(N, D)`` and a queue ``(K, D)`` to a scalar loss.
+
+    Raises:
+        ValueError: On an unknown name or illegal hyper-parameters.
+    """
+    if loss in ("false", "fnc", "ntxent"):
+        return MoCoFALSELoss(
+            temperature=temperature,
+            alpha=0.0 if loss == "ntxent" else alpha,
+            threshold=threshold,
+            top_k=top_k,
+            negatives="eliminate" if loss == "fnc" else negatives,
+        )
+    if loss == "debiased":
+        return DebiasedContrastiveLoss(temperature=temperature, tau_plus=tau_plus)
+    if loss == "hard_negative":
+        return HardNegativeLoss(temperature=temperature, beta=beta, tau_plus=tau_plus)
+    raise ValueError(f"unknown loss {loss!r}; choose one of false, ntxent, fnc, debiased, hard_negative")
+
+
+class MoCo(PretrainTask):
+    """MoCo v2: query encoder, momentum key encoder and a queue of keys.
+
+    Args:
+        loss: ``false``, ``ntxent`` (InfoNCE), ``fnc``, ``debiased`` or ``hard_negative``.
+        temperature: Softmax temperature (MoCo v2: 0.2).
+        alpha: FALSE confidence in ``[0, 1]``.
+        threshold: FALSE cosine gate ``T`` on the query-key similarity.
+        top_k: FALSE candidates per query, searched in the queue.
+        negatives: ``keep`` (FALSE) or ``eliminate`` (FNC-style); ``fnc`` always eliminates.
+        tau_plus: Class prior of ``debiased`` and ``hard_negative``.
+        beta: Hardness concentration of ``hard_negative``.
+        queue_size: Number of keys in the queue (MoCo: 65536).
+        key_momentum: EMA momentum of the key encoder (MoCo: 0.999).
+        hidden_dim: Hidden width of the projection head.
+        output_dim: Key/query dimension.
+        kwargs: Backbone and optimiser arguments of :class:`falsecl.tasks.base.PretrainTask`.
+    """
+
+    queue: KeyQueue
+
+    def __init__(
+        self,
+        loss: LossName = "false",
+        temperature: float = 0.2,
+        alpha: float = 1.0,
+        threshold: float = 0.9,
+        top_k: int = 1,
+        negatives: Literal["keep", "eliminate"] = "keep",
+        tau_plus: float = 0.1,
+        beta: float = 1.0,
+        queue_size: int = 65536,
+        key_momentum: float = 0.999,
+        hidden_dim: int = 2048,
+        output_dim: int = 128,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if queue_size < 1 or hidden_dim < 1 or output_dim < 1:
+            raise ValueError(
+                f"queue_size, hidden_dim, output_dim must be >= 1, got {(queue_size, hidden_dim, output_dim)}"
+            )
+        if not 0.0 <= key_momentum <= 1.0:
+            raise ValueError(f"key_momentum must be in [0, 1], got {key_momentum}")
+        self.queue_size = queue_size
+        self.key_momentum = key_momentum
+        self.hidden_dim = hidden_dim
+        self.output_dim = output_dim
+        self.criterion = build_queue_loss(loss, temperature, alpha, threshold, top_k, negatives, tau_plus, beta)
+        self._build_if_possible()
+
+    def build_heads(self) -> None:
+        """Query head, momentum copies of backbone and head, and the queue."""
+        self.projection_head = MoCoProjectionHead(self.feature_dim, self.hidden_dim, self.output_dim)
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+        self.queue = KeyQueue(self.queue_size, self.output_dim)
+
+    def pretrain_loss(self, v0: Tensor, v1: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Queries from view 0, keys from view 1; the keys join the queue after the loss is formed."""
+        update_momentum(self.backbone, self.backbone_momentum, self.key_momentum)
+        update_momentum(self.projection_head, self.projection_head_momentum, self.key_momentum)
+        q = self.projection_head(self.backbone(v0))
+        with torch.no_grad():
+            k = F.normalize(self.projection_head_momentum(self.backbone_momentum(v1)), dim=1)
+        queue = self.queue.keys.clone()  # the loss sees the queue before this batch is enqueued
+        loss: Tensor = self.criterion(q, k, queue)
+        self.queue.enqueue(k)
+        return loss, loss_statistics(self.criterion, q, k)
