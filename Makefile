@@ -37,9 +37,9 @@ demo: $(STAMP)
 	$(BIN)/falsecl finetune --config configs/finetune/cpu_quick.yaml \
 	    --trainer.default_root_dir $(DEMO)/finetune --model.backbone_weights $(DEMO)/pretrain/backbone.pt \
 	    --data.label_fraction 0.25 --trainer.max_steps 150
-	$(BIN)/falsecl evaluate --checkpoint $$(ls -t $(DEMO)/finetune/checkpoints/best*.ckpt | head -n 1) \
+	$(BIN)/falsecl evaluate --checkpoint $(DEMO)/finetune \
 	    --split test --window 256 --output_dir $(DEMO)/eval
-	$(BIN)/falsecl predict --checkpoint $$(ls -t $(DEMO)/finetune/checkpoints/best*.ckpt | head -n 1) \
+	$(BIN)/falsecl predict --checkpoint $(DEMO)/finetune \
 	    --input "data/dubai_aerial/Tile 8/images/image_part_005.jpg" --output $(DEMO)/prediction.tif \
 	    --preview $(DEMO)/prediction.png --window 256 --overwrite true
 	@echo "demo finished: $(DEMO)/eval/metrics.md, $(DEMO)/prediction.tif, $(DEMO)/prediction.png"

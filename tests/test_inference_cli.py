@@ -160,3 +160,24 @@ def test_predict_main(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
     assert predict_main(["--checkpoint", str(tmp_path / "junk.ckpt"), "--input", str(src), "--output", "o.tif"]) == 2
     assert "not a falsecl fine-tuning checkpoint" in capsys.readouterr().err
+
+
+def test_resolve_checkpoint_accepts_a_run_folder(tmp_path):
+    import os
+
+    from falsecl.inference_cli import resolve_checkpoint
+
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no best"):
+        resolve_checkpoint(tmp_path / "run")
+    (ckpts / "last.ckpt").write_text("x")
+    assert resolve_checkpoint(tmp_path / "run") == ckpts / "last.ckpt"
+    old, new = ckpts / "best-epoch000-step2.ckpt", ckpts / "best-epoch001-step4.ckpt"
+    old.write_text("x")
+    new.write_text("x")
+    os.utime(old, (1, 1))
+    assert resolve_checkpoint(tmp_path / "run") == new
+    assert resolve_checkpoint(old) == old
+    with pytest.raises(FileNotFoundError, match="run folder"):
+        resolve_checkpoint(tmp_path / "missing.ckpt")

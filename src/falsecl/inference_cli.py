@@ -45,11 +45,34 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """A checkpoint file, or the best one (by validation mIoU) of a run folder ``runs/<name>``.
+
+    Raises:
+        FileNotFoundError: Neither a file nor a run folder with checkpoints.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        # ModelCheckpoint keeps one best-*.ckpt (save_top_k=1); the newest wins if a user kept several.
+        candidates = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime) or sorted(
+            folder.glob("last.ckpt")
+        )
+        if candidates:
+            return candidates[-1]
+        raise FileNotFoundError(f"no best-*.ckpt or last.ckpt in {folder}; has 'falsecl finetune' run there?")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} not found; pass a run folder runs/<name>, its checkpoints/last.ckpt or a best-*.ckpt"
+        )
+    return path
+
+
 def load_task(checkpoint: str | Path, device: str = "cpu") -> SegmentationTask:
     """Load a fine-tuning checkpoint for inference (eval mode), checking it carries band statistics.
 
     Args:
-        checkpoint: ``.ckpt`` written by ``falsecl finetune``.
+        checkpoint: ``.ckpt`` written by ``falsecl finetune``, or a run folder (its best checkpoint is used).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
 
     Returns:
@@ -59,9 +82,7 @@ def load_task(checkpoint: str | Path, device: str = "cpu") -> SegmentationTask:
         FileNotFoundError: The checkpoint does not exist.
         ValueError: It is not a segmentation checkpoint or lacks ``mean``/``std``.
     """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found; pass runs/<name>/checkpoints/last.ckpt or a best-*.ckpt")
+    path = resolve_checkpoint(checkpoint)
     try:
         task = SegmentationTask.load_from_checkpoint(path, map_location="cpu")
     except Exception as err:  # unpickling errors, missing keys, foreign hyper-parameters
@@ -167,7 +188,8 @@ def evaluate(
     ``confusion_matrix.png`` (row-normalised) to ``output_dir``.
 
     Args:
-        checkpoint: Fine-tuning checkpoint (``runs/<name>/checkpoints/*.ckpt``).
+        checkpoint: Fine-tuning checkpoint (``runs/<name>/checkpoints/*.ckpt``), or the run folder ``runs/<name>``
+            (its best checkpoint by validation mIoU).
         dataset: Dataset name, as in the datamodule (``dubai``, ``potsdam``, ``folder`` ...).
         root: Dataset root folder.
         split: Held-out split (``test`` or ``val``).
@@ -201,10 +223,10 @@ def evaluate(
         int(task.hp.ignore_index),
     )
     seconds = time.perf_counter() - start
-    out = Path(output_dir) if output_dir else Path(checkpoint).resolve().parent.parent / f"eval-{split}"
+    out = Path(output_dir) if output_dir else resolve_checkpoint(checkpoint).resolve().parent.parent / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
     metrics["settings"] = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(resolve_checkpoint(checkpoint)),
         "dataset": dataset,
         "root": root,
         "split": split,
@@ -245,7 +267,7 @@ def predict(
     """Write a georeferenced class map (uint8 GeoTIFF, same CRS/transform) for a raster of any size.
 
     Args:
-        checkpoint: Fine-tuning checkpoint.
+        checkpoint: Fine-tuning checkpoint, or the run folder ``runs/<name>`` (its best checkpoint).
         input: GeoTIFF, JPEG or PNG with the bands the model was trained on.
         output: Class-map GeoTIFF to write (tiled, DEFLATE-compressed, with a colour table).
         probabilities: Optional K-band probability GeoTIFF.

@@ -75,16 +75,6 @@ def _subprocess_runner(args: list[str]) -> int:
     return subprocess.call([sys.executable, "-m", "falsecl.cli", *args])
 
 
-def _best_checkpoint(run_dir: Path) -> Path:
-    ckpts = sorted((run_dir / "checkpoints").glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if ckpts:
-        return ckpts[-1]
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        return last
-    raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}; the fine-tuning step did not save one")
-
-
 def _train_step(cmd: str, config: str, run_dir: Path, extra: Sequence[str], run: Runner) -> None:
     """Run a training sub-command unless done; resume it when a last checkpoint exists."""
     if (run_dir / "DONE").is_file():
@@ -152,7 +142,8 @@ def run_benchmark(
         _train_step("finetune", finetune_config, ft_dir, ft_extra, run)
         metrics_path = ft_dir / "eval" / "metrics.json"
         if not metrics_path.is_file():
-            code = run(["evaluate", "--checkpoint", str(_best_checkpoint(ft_dir)), "--output_dir",
+            # A run folder: evaluate picks its best checkpoint by validation mIoU.
+            code = run(["evaluate", "--checkpoint", str(ft_dir), "--output_dir",
                         str(ft_dir / "eval"), *(evaluate_args or [])])
             if code != 0 or not metrics_path.is_file():
                 raise RuntimeError(f"'falsecl evaluate' failed (exit code {code}) for {ft_dir}")
