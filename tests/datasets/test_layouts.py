@@ -1,4 +1,4 @@
-"""Every dataset layout on tiny fake files, plus the real ISPRS crops of /work/shared (when present)."""
+"""Every dataset layout on tiny fake files, plus the real ISPRS crops of the shared data folder (when present)."""
 
 from pathlib import Path
 
@@ -20,7 +20,18 @@ from falsecl.datasets import (
     VaihingenPatches,
 )
 
-FORMAT_SAMPLES = Path("/work/shared/datasets/format_samples")
+# The shared data folder sits beside the repository checkout (read-only, not vendored: ISPRS terms).
+FORMAT_SAMPLES = next(
+    (
+        p
+        for p in (
+            Path(__file__).resolve().parents[2].parent / "shared/datasets/format_samples",
+            Path("/work/shared/datasets/format_samples"),
+        )
+        if p.is_dir()
+    ),
+    Path("/work/shared/datasets/format_samples"),
+)
 
 
 def check_sample(sample, channels, size, num_classes):
