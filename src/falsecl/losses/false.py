@@ -57,6 +57,25 @@ NegativesMode = Literal["keep", "eliminate"]
 OFFICIAL_FILLER = 3.0
 
 
+def check_candidate_args(temperature: float, alpha: float, threshold: float, top_k: int, negatives: str) -> None:
+    """Validate the options shared by every FALSE variant (in-batch and MoCo queue).
+
+    Raises:
+        ValueError: For a temperature <= 0, alpha outside [0, 1], threshold outside [-1, 1], top_k < 1 or an
+            unknown negatives mode.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold is a cosine and must be in [-1, 1], got {threshold}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    if negatives not in ("keep", "eliminate"):
+        raise ValueError(f"negatives must be 'keep' or 'eliminate', got {negatives!r}")
+
+
 def _check_args(
     temperature: float,
     alpha: float,
@@ -66,18 +85,9 @@ def _check_args(
     symmetric: bool,
     negatives: str,
 ) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold is a cosine and must be in [-1, 1], got {threshold}")
+    check_candidate_args(temperature, alpha, threshold, top_k, negatives)
     if selection not in ("per_anchor", "official"):
         raise ValueError(f"selection must be 'per_anchor' or 'official', got {selection!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
-    if negatives not in ("keep", "eliminate"):
-        raise ValueError(f"negatives must be 'keep' or 'eliminate', got {negatives!r}")
     if selection == "official" and (top_k != 1 or symmetric):
         raise ValueError(
             "selection='official' reproduces the released code, which has no top_k or symmetric option; "

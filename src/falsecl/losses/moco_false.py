@@ -25,22 +25,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from falsecl.losses.false import check_candidate_args
 from falsecl.losses.pairs import queue_similarities
 
 NegativesMode = Literal["keep", "eliminate"]
-
-
-def _check_args(temperature: float, alpha: float, threshold: float, top_k: int, negatives: str) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold is a cosine and must be in [-1, 1], got {threshold}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
-    if negatives not in ("keep", "eliminate"):
-        raise ValueError(f"negatives must be 'keep' or 'eliminate', got {negatives!r}")
 
 
 def select_queue_candidates(pos: Tensor, neg: Tensor, threshold: float, top_k: int = 1) -> tuple[Tensor, Tensor]:
@@ -96,7 +84,7 @@ def moco_false_loss(
     Raises:
         ValueError: On illegal arguments or shapes.
     """
-    _check_args(temperature, alpha, threshold, top_k, negatives)
+    check_candidate_args(temperature, alpha, threshold, top_k, negatives)
     pos, neg = queue_similarities(q, k, queue)
     with torch.no_grad():
         accepted, chosen = select_queue_candidates(pos.detach(), neg.detach(), threshold, top_k)
@@ -145,7 +133,7 @@ class MoCoFALSELoss(nn.Module):
         negatives: NegativesMode = "keep",
     ) -> None:
         super().__init__()
-        _check_args(temperature, alpha, threshold, top_k, negatives)
+        check_candidate_args(temperature, alpha, threshold, top_k, negatives)
         self.temperature = temperature
         self.alpha = alpha
         self.threshold = threshold
