@@ -25,18 +25,18 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-# The end-to-end job on the bundled Dubai imagery (about 15 minutes on 2 CPU cores): check the data, pretrain
+# The end-to-end job on the bundled Dubai imagery (about 10 minutes on 2 CPU cores): check the data, pretrain
 # SimCLR + FALSE on the training tiles, fine-tune DeepLabv3+ on 25 % of the labels, evaluate by sliding window on
 # the whole test tiles, and write a georeferenced class map of one test image.
 DEMO := runs/demo
 demo: $(STAMP)
 	$(BIN)/falsecl data check dubai data/dubai_aerial --split train
 	$(BIN)/falsecl pretrain --config configs/pretrain/cpu_simclr_false.yaml \
-	    --trainer.default_root_dir $(DEMO)/pretrain --trainer.max_epochs 1 \
+	    --trainer.default_root_dir $(DEMO)/pretrain --trainer.max_epochs 3 \
 	    $$(test -f $(DEMO)/pretrain/checkpoints/last.ckpt && echo --ckpt_path last)
 	$(BIN)/falsecl finetune --config configs/finetune/cpu_quick.yaml \
 	    --trainer.default_root_dir $(DEMO)/finetune --model.backbone_weights $(DEMO)/pretrain/backbone.pt \
-	    --data.label_fraction 0.25 --trainer.max_steps 150
+	    --data.label_fraction 0.25
 	$(BIN)/falsecl evaluate --checkpoint $(DEMO)/finetune \
 	    --split test --window 256 --output_dir $(DEMO)/eval
 	$(BIN)/falsecl predict --checkpoint $(DEMO)/finetune \
