@@ -100,10 +100,14 @@ def load_backbone_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ValueError(f"{path} does not hold a state dict")
     state = payload.get("state_dict", payload)
-    state = {k.removeprefix("backbone.").removeprefix("encoder."): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    if "conv1.weight" not in state:
+    # A Lightning checkpoint holds more than the backbone (projection head, momentum copy, decoder): keep the
+    # sub-dict under the backbone's prefix, preferring "...backbone." then "...encoder." (a fine-tuned model).
+    prefixes = [k.removesuffix("conv1.weight") for k in state if k.endswith("conv1.weight")]
+    if not prefixes:
         raise ValueError(f"{path} is not a ResNet state dict (no conv1.weight); keys start {list(state)[:3]}")
+    prefix = min(prefixes, key=lambda p: (p != "", not p.endswith("backbone."), not p.endswith("encoder."), len(p)))
+    state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     in_channels = int(state["conv1.weight"].shape[1])
     if "layer1.0.conv3.weight" in state:
         arch = "resnet50"
