@@ -18,7 +18,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src
+	$(BIN)/mypy --strict src
 
 unit: $(STAMP)
 	$(BIN)/pytest -q --durations=15
