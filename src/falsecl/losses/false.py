@@ -125,6 +125,41 @@ def _negative_mask(num_rows: int, device: torch.device) -> Tensor:
     return (cols[None, :] != cols[:, None]) & (cols[None, :] != pos[:, None])
 
 
+def _per_anchor_indices(
+    sim_rows: Tensor, rows: Tensor, pos: Tensor, threshold: float, top_k: int
+) -> tuple[Tensor, Tensor]:
+    """Per-anchor candidates of some rows, as indices (the fast path of :func:`select_per_anchor`).
+
+    Args:
+        sim_rows: Cosines ``(R, 2N)`` of ``R`` rows against all stacked rows.
+        rows: Global index of each row, ``(R,)``.
+        pos: Global index of each row's positive, ``(R,)``.
+        threshold: Gate on the row's positive cosine.
+        top_k: Candidates per row (capped at the ``2N - 2`` negatives).
+
+    Returns:
+        ``(idx, accepted)``: long ``(R, k)`` candidate columns (lowest index first among ties) and bool
+        ``(R, k)``, true where the row passes the gate.
+    """
+    r = torch.arange(sim_rows.shape[0], device=sim_rows.device)
+    pos_sim = sim_rows[r, pos]
+    dist = (sim_rows - pos_sim[:, None]).abs()
+    dist[r, rows] = math.inf
+    dist[r, pos] = math.inf
+    k = min(top_k, sim_rows.shape[1] - 2)
+    if k <= 0:
+        idx = torch.zeros(sim_rows.shape[0], 0, dtype=torch.long, device=sim_rows.device)
+    elif k == 1:
+        idx = dist.argmin(dim=1, keepdim=True)  # first minimal index on ties
+    else:
+        kth = dist.topk(k, dim=1, largest=False).values[:, -1:]
+        below, at_kth = dist < kth, dist == kth
+        chosen = below | (at_kth & (at_kth.cumsum(dim=1) <= k - below.sum(dim=1, keepdim=True)))
+        # Exactly k entries per row are chosen; topk on the 0/1 mask returns their columns without a host sync.
+        idx = chosen.to(sim_rows.dtype).topk(k, dim=1).indices
+    return idx, (pos_sim >= threshold)[:, None].expand_as(idx)
+
+
 def select_per_anchor(sim: Tensor, threshold: float, top_k: int = 1, symmetric: bool = False) -> tuple[Tensor, Tensor]:
     """FNSD per anchor: each row's negatives whose cosine is closest to its positive's.
 
@@ -139,24 +174,10 @@ def select_per_anchor(sim: Tensor, threshold: float, top_k: int = 1, symmetric: 
         the gate.
     """
     n2 = sim.shape[0]
-    neg = _negative_mask(n2, sim.device)
-    pos_sim = sim.gather(1, positive_index(n2, sim.device)[:, None])
-    dist = (sim - pos_sim).abs().masked_fill(~neg, math.inf)
-    k = min(top_k, n2 - 2)
-    chosen = torch.zeros_like(neg)
-    if k == 1:
-        # argmin returns the first minimal index, so ties go to the lower column.
-        chosen.scatter_(1, dist.argmin(dim=1, keepdim=True), True)
-    elif k > 1:
-        # topk gives the exact k-th smallest distance; everything below it is in, and ties at it are filled
-        # lowest index first (topk alone leaves the order of ties unspecified; a stable sort is slower).
-        kth = dist.topk(k, dim=1, largest=False).values[:, -1:]
-        below = dist < kth
-        at_kth = dist == kth
-        room = k - below.sum(dim=1, keepdim=True)
-        chosen = below | (at_kth & (at_kth.cumsum(dim=1) <= room))
-    chosen &= neg
-    accepted = chosen & (pos_sim >= threshold)
+    rows = torch.arange(n2, device=sim.device)
+    idx, ok = _per_anchor_indices(sim, rows, positive_index(n2, sim.device), threshold, top_k)
+    chosen = torch.zeros(n2, n2, dtype=torch.bool, device=sim.device).scatter_(1, idx, True)
+    accepted = torch.zeros_like(chosen).scatter_(1, idx, ok)
     if symmetric:
         accepted = accepted | accepted.T
     return accepted, chosen
@@ -233,59 +254,62 @@ def false_loss(
     z = F.normalize(torch.cat([z0, z1], dim=0), dim=1)
     n2 = 2 * n_global
     device = z.device
-
     if world == 1:
         local = torch.arange(n2, device=device)
         sim_local = z @ z.T
-        sim_all = sim_local.detach()
     else:
-        # Each rank computes its own rows against the global batch; selection sees the whole global matrix so
-        # that symmetric pairs and the official global minimum are the same on every rank.
+        # Each rank computes its own rows against the global batch, with global column indices.
         first = torch.arange(rank * n, rank * n + n, device=device)
         local = torch.cat([first, first + n_global])
         sim_local = z[local] @ z.T
-        with torch.no_grad():
-            sim_all = z @ z.T
-
-    with torch.no_grad():
-        if selection == "per_anchor":
-            accepted, chosen = select_per_anchor(sim_all, threshold, top_k, symmetric)
-        else:
-            accepted, chosen = select_official(sim_all, temperature, threshold)
-        sim_rows = sim_all
-        if world > 1:
-            accepted, chosen, sim_rows = accepted[local], chosen[local], sim_all[local]
-        pos = positive_index(n2, device)[local]
-        is_self = torch.arange(n2, device=device)[None, :] == local[:, None]
-        # Only real negatives count as candidates (the official mode may select self/positive entries).
-        chosen &= ~is_self
-        chosen[torch.arange(len(local), device=device), pos] = False
-
+    rows = torch.arange(len(local), device=device)
+    pos = positive_index(n2, device)[local]
     logits = sim_local / temperature
-    # Denominator over every k != i; "eliminate" drops the (1 - alpha) share of the accepted candidates.
-    den_logits = logits.masked_fill(is_self, -math.inf)
-    if negatives == "eliminate":
-        log_alpha = math.log(alpha) if alpha > 0 else -math.inf
-        den_logits = torch.where(accepted, den_logits + log_alpha, den_logits)
-    # Numerator: the positive plus alpha times the accepted candidates. Log-sum-exps keep tau = 0.07 stable;
-    # every row keeps its positive, so no row is all -inf (whose gradient would be NaN).
-    pos_mask = torch.zeros_like(accepted)
-    pos_mask[torch.arange(len(local), device=device), pos] = True
-    if alpha > 0:
-        num_logits = torch.where(accepted, logits + math.log(alpha), logits.masked_fill(~pos_mask, -math.inf))
-    else:
-        num_logits = logits.masked_fill(~pos_mask, -math.inf)
-    per_row = torch.logsumexp(den_logits, dim=1) - torch.logsumexp(num_logits, dim=1)
-    loss = per_row.mean()
+    log_alpha = math.log(alpha) if alpha > 0 else -math.inf
+    # Denominator over every k != i (log-sum-exp: stable at tau = 0.07 and below).
+    den_logits = logits.masked_fill(local[:, None] == torch.arange(n2, device=device)[None, :], -math.inf)
+    pos_logit = logits[rows, pos]
 
+    if selection == "per_anchor" and not symmetric:
+        # Each row needs only its own similarities: candidates as (rows, k) indices, no 2N x 2N masks.
+        with torch.no_grad():
+            idx, ok = _per_anchor_indices(sim_local.detach(), local, pos, threshold, top_k)
+        cand = logits.gather(1, idx)
+        num = torch.logsumexp(torch.cat([pos_logit[:, None], (cand + log_alpha).masked_fill(~ok, -math.inf)], 1), 1)
+        if negatives == "eliminate":
+            den_logits = den_logits.scatter(1, idx, torch.where(ok, cand + log_alpha, cand))
+        with torch.no_grad():
+            fired = ok.any(dim=1)
+            cand_cos = sim_local.detach().gather(1, idx)
+            candidate_cos = cand_cos.mean() if idx.numel() else cand_cos.sum()
+    else:
+        # Symmetric pairs and the official global minimum need the whole (global) similarity matrix.
+        with torch.no_grad():
+            sim_all = sim_local.detach() if world == 1 else z.detach() @ z.detach().T
+            if selection == "per_anchor":
+                accepted, chosen = select_per_anchor(sim_all, threshold, top_k, symmetric)
+            else:
+                accepted, chosen = select_official(sim_all, temperature, threshold)
+            accepted, chosen = accepted[local], chosen[local]
+            # Only real negatives count as candidates (the official mode may select self/positive entries).
+            chosen &= local[:, None] != torch.arange(n2, device=device)[None, :]
+            chosen[rows, pos] = False
+            fired = accepted.any(dim=1)
+            candidate_cos = sim_all[local][chosen].sum() / chosen.sum().clamp(min=1)
+        is_pos = torch.zeros_like(accepted)
+        is_pos[rows, pos] = True
+        num_logits = torch.where(accepted, logits + log_alpha, logits.masked_fill(~is_pos, -math.inf))
+        num = torch.logsumexp(num_logits, dim=1)
+        if negatives == "eliminate":
+            den_logits = torch.where(accepted, den_logits + log_alpha, den_logits)
+
+    loss = (torch.logsumexp(den_logits, dim=1) - num).mean()
     with torch.no_grad():
-        fired = accepted.any(dim=1)
-        num_chosen = chosen.sum()
         stats = {
-            "fire_rate": fired.to(sim_local.dtype).mean(),
+            "fire_rate": fired.to(logits.dtype).mean(),
             "num_fired": fired.sum(),
-            "candidate_cos": sim_rows[chosen].sum() / num_chosen.clamp(min=1),
-            "positive_cos": sim_rows.gather(1, pos[:, None]).mean(),
+            "candidate_cos": candidate_cos,
+            "positive_cos": sim_local.detach()[rows, pos].mean(),
         }
     return loss, stats
 
