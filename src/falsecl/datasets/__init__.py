@@ -36,7 +36,7 @@ DATASETS: dict[str, type[SegmentationDataset] | type[UnlabeledImagery]] = {
 SEGMENTATION_DATASETS: dict[str, type[SegmentationDataset]] = {
     k: v
     for k, v in DATASETS.items()
-    if isinstance(v, type) and issubclass(v, SegmentationDataset)  # type: ignore[misc]
+    if isinstance(v, type) and issubclass(v, SegmentationDataset)
 }
 
 __all__ = [
