@@ -127,6 +127,7 @@ def evaluate_images(
     class_names: Sequence[str] | None = None,
     ignore_index: int = 255,
     progress: bool = False,
+    total: int | None = None,
 ) -> tuple[dict[str, Any], Tensor]:
     """Sliding-window prediction over whole images and metrics over all their pixels.
 
@@ -136,7 +137,8 @@ def evaluate_images(
         num_classes: ``K``.
         class_names: Names for the per-class metrics.
         ignore_index: Mask value not counted.
-        progress: Print one line per image.
+        progress: Print one line per image (with elapsed time) to stderr.
+        total: Number of images, for the progress lines.
 
     Returns:
         ``(metrics, confusion)``: :func:`falsecl.metrics.metrics_from_confusion` output and the ``(K, K)``
@@ -144,6 +146,7 @@ def evaluate_images(
     """
     confusion = confusion_matrix_metric(num_classes, ignore_index)
     n = 0
+    start = time.perf_counter()
     for i, sample in enumerate(samples):
         image, mask = sample["image"], sample["mask"]
         if image.shape[-2:] != mask.shape[-2:]:
@@ -152,7 +155,12 @@ def evaluate_images(
         confusion.update(labels, mask.long())
         n += 1
         if progress:
-            print(f"  image {i + 1}: {image.shape[-2]} x {image.shape[-1]}", file=sys.stderr)
+            print(
+                f"  image {i + 1}{f'/{total}' if total else ''}: {image.shape[-2]} x {image.shape[-1]} px, "
+                f"{time.perf_counter() - start:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     if n == 0:
         raise ValueError("no images to evaluate: the split is empty")
     cm = confusion.compute()
@@ -181,6 +189,7 @@ def evaluate(
     device: str = "auto",
     output_dir: str | None = None,
     max_images: int | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a fine-tuned model on whole held-out images with sliding-window inference.
 
@@ -203,6 +212,7 @@ def evaluate(
         device: ``auto``, ``cpu`` or ``cuda``.
         output_dir: Where to write the reports (default ``<run>/eval-<split>`` next to ``checkpoints/``).
         max_images: Evaluate only the first N images (quick checks).
+        progress: Print a line per evaluated image.
 
     Returns:
         The metrics dict.
@@ -221,6 +231,8 @@ def evaluate(
         int(task.hp.num_classes),
         names,
         int(task.hp.ignore_index),
+        progress=progress,
+        total=count,
     )
     seconds = time.perf_counter() - start
     out = Path(output_dir) if output_dir else resolve_checkpoint(checkpoint).resolve().parent.parent / f"eval-{split}"
