@@ -25,7 +25,7 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-# The end-to-end job on the bundled Dubai imagery (about 10 minutes on 2 CPU cores): check the data, pretrain
+# The end-to-end job on the bundled Dubai imagery (about 7 minutes on 2 CPU cores): check the data, pretrain
 # SimCLR + FALSE on the training tiles, fine-tune DeepLabv3+ on 25 % of the labels, evaluate by sliding window on
 # the whole test tiles, and write a georeferenced class map of one test image.
 DEMO := runs/demo
