@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from falsecl.losses.pairs import queue_similarities, simclr_similarities
+from falsecl.losses.pairs import anchor_similarities
 
 
 def _check(temperature: float, tau_plus: float) -> None:
@@ -92,10 +92,7 @@ def debiased_contrastive_loss(
         Scalar mean loss over the local anchors (``2N`` for SimCLR, ``N`` for MoCo).
     """
     _check(temperature, tau_plus)
-    if queue is None:
-        pos, neg = simclr_similarities(z0, z1, gather_distributed)
-    else:
-        pos, neg = queue_similarities(z0, z1, queue)
+    pos, neg = anchor_similarities(z0, z1, queue, gather_distributed)
     return debiased_from_similarities(pos, neg, temperature, tau_plus).mean()
 
 
@@ -120,10 +117,7 @@ class DebiasedContrastiveLoss(nn.Module):
 
     def forward(self, z0: Tensor, z1: Tensor, queue: Tensor | None = None) -> Tensor:
         """Return the scalar loss; see :func:`debiased_contrastive_loss` for the shapes."""
-        if queue is None:
-            pos, neg = simclr_similarities(z0, z1, self.gather_distributed)
-        else:
-            pos, neg = queue_similarities(z0, z1, queue)
+        pos, neg = anchor_similarities(z0, z1, queue, self.gather_distributed)
         self.last_stats = {"positive_cos": pos.detach().mean()}
         return debiased_from_similarities(pos, neg, self.temperature, self.tau_plus).mean()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from falsecl.losses.debiased import debiased_from_similarities
-from falsecl.losses.pairs import queue_similarities, simclr_similarities
+from falsecl.losses.pairs import anchor_similarities
 
 
 def _check(beta: float) -> None:
@@ -71,10 +71,7 @@ def hard_negative_loss(
         Scalar mean loss over the local anchors.
     """
     _check(beta)
-    if queue is None:
-        pos, neg = simclr_similarities(z0, z1, gather_distributed)
-    else:
-        pos, neg = queue_similarities(z0, z1, queue)
+    pos, neg = anchor_similarities(z0, z1, queue, gather_distributed)
     return hard_negative_from_similarities(pos, neg, temperature, beta, tau_plus).mean()
 
 
@@ -111,10 +108,7 @@ class HardNegativeLoss(nn.Module):
 
     def forward(self, z0: Tensor, z1: Tensor, queue: Tensor | None = None) -> Tensor:
         """Return the scalar loss; see :func:`hard_negative_loss` for the shapes."""
-        if queue is None:
-            pos, neg = simclr_similarities(z0, z1, self.gather_distributed)
-        else:
-            pos, neg = queue_similarities(z0, z1, queue)
+        pos, neg = anchor_similarities(z0, z1, queue, self.gather_distributed)
         self.last_stats = {"positive_cos": pos.detach().mean()}
         return hard_negative_from_similarities(pos, neg, self.temperature, self.beta, self.tau_plus).mean()
 

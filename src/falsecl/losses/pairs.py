@@ -92,3 +92,22 @@ def queue_similarities(q: Tensor, k: Tensor, queue: Tensor) -> tuple[Tensor, Ten
     k = F.normalize(k.detach(), dim=1)
     queue = F.normalize(queue.detach().to(q.dtype), dim=1)
     return (q * k).sum(dim=1), q @ queue.T
+
+
+def anchor_similarities(
+    z0: Tensor, z1: Tensor, queue: Tensor | None = None, gather_distributed: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Positive and negative cosines in either layout: in-batch (``queue=None``) or against a MoCo queue.
+
+    Args:
+        z0: View-0 projections or queries ``(N, D)``.
+        z1: View-1 projections or keys ``(N, D)``.
+        queue: MoCo queue of keys ``(K, D)``, or ``None`` for the SimCLR layout.
+        gather_distributed: SimCLR layout only: negatives from all ranks.
+
+    Returns:
+        ``(pos, neg)`` as :func:`simclr_similarities` or :func:`queue_similarities` return them.
+    """
+    if queue is None:
+        return simclr_similarities(z0, z1, gather_distributed)
+    return queue_similarities(z0, z1, queue)
