@@ -142,8 +142,8 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path):
 
     orig = model.pretrain_loss
 
-    def poisoned(v0, v1):
-        loss, stats = orig(v0, v1)
+    def poisoned(v0, v1, meta=None):
+        loss, stats = orig(v0, v1, meta)
         return (loss * float("nan") if model.current_epoch >= 1 else loss), stats
 
     model.pretrain_loss = poisoned

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -187,8 +188,19 @@ class PretrainTask(LightningModule):
         out: Tensor = self.backbone(x)
         return out
 
-    def pretrain_loss(self, v0: Tensor, v1: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Loss of two views ``(B, C, h, w)`` and detached statistics to log; implemented by each method."""
+    def pretrain_loss(
+        self, v0: Tensor, v1: Tensor, meta: Mapping[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Loss of two views ``(B, C, h, w)`` and detached statistics to log; implemented by each method.
+
+        Args:
+            v0: First view of each patch.
+            v1: Second view of each patch.
+            meta: The batch's other per-patch tensors, when the datamodule provides them: ``"index"`` (B,)
+                int64, the patch's index in the pretraining dataset (MoCo keeps it with queued keys), and
+                ``"majority"`` (B,) int64, the majority class of the patch's mask or -1 (diagnostics only,
+                never used by the loss).
+        """
         raise NotImplementedError
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -204,7 +216,8 @@ class PretrainTask(LightningModule):
                 "pretraining batches must be {'views': [v0, v1]} with two views of equal shape (B, C, h, w); "
                 "use falsecl.datamodules.SSLDataModule"
             )
-        loss, stats = self.pretrain_loss(views[0], views[1])
+        meta = {k: v for k, v in batch.items() if k != "views" and isinstance(v, Tensor)}
+        loss, stats = self.pretrain_loss(views[0], views[1], meta)
         self._check_finite(loss)
         batch_size = views[0].shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)

@@ -8,6 +8,7 @@ negatives, hence no false negatives to find; the method takes no FALSE arguments
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -65,7 +66,9 @@ class BYOL(PretrainTask):
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_head_momentum)
 
-    def pretrain_loss(self, v0: Tensor, v1: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def pretrain_loss(
+        self, v0: Tensor, v1: Tensor, meta: Mapping[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Symmetrised BYOL loss of the two views; logs the prediction-target cosine as ``positive_cos``."""
         m = (
             cosine_schedule(

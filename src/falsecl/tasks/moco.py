@@ -17,6 +17,7 @@ the same queue, and the queue is a persistent buffer restored exactly by ``--ckp
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -127,7 +128,9 @@ class MoCo(PretrainTask):
         deactivate_requires_grad(self.projection_head_momentum)
         self.queue = KeyQueue(self.queue_size, self.output_dim)
 
-    def pretrain_loss(self, v0: Tensor, v1: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def pretrain_loss(
+        self, v0: Tensor, v1: Tensor, meta: Mapping[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Queries from view 0, keys from view 1; the keys join the queue after the loss is formed."""
         update_momentum(self.backbone, self.backbone_momentum, self.key_momentum)
         update_momentum(self.projection_head, self.projection_head_momentum, self.key_momentum)

@@ -16,6 +16,7 @@ Negatives (and FALSE candidates) always come from the global batch of all proces
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -135,7 +136,9 @@ class SimCLR(PretrainTask):
         out: Tensor = self.projection_head(self.backbone(x))
         return out
 
-    def pretrain_loss(self, v0: Tensor, v1: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def pretrain_loss(
+        self, v0: Tensor, v1: Tensor, meta: Mapping[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Contrastive loss of the projections of both views; FALSE statistics when available."""
         # One backbone pass over both views: batch norm sees the same statistics for both.
         z = self.project(torch.cat([v0, v1]))

@@ -1,0 +1,57 @@
+"""Numeric precision: ``auto`` picks bf16 mixed precision where the hardware runs bf16 natively.
+
+bf16 autocast speeds up convolutions and matmuls on CPUs with AVX-512 BF16 or AMX and on GPUs with bf16 tensor
+cores; elsewhere it is emulated and slower than fp32, so ``auto`` falls back to ``32-true``. The contrastive
+losses always compute their similarities in fp32 whatever the precision (see :mod:`falsecl.losses`).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+#: Values accepted by ``--precision`` / ``--trainer.precision`` besides Lightning's own.
+PRECISION_CHOICES = ("auto", "bf16-mixed", "32-true")
+Precision = Literal["bf16-mixed", "32-true"]
+
+
+@functools.cache
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU executes bf16 natively (x86 ``avx512_bf16`` or ``amx_bf16`` flags; Linux only)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def device_supports_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...) runs bf16 natively."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return cpu_supports_bf16()
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
+    """Turn ``"auto"`` into ``"bf16-mixed"`` or ``"32-true"`` for ``device``; other values pass unchanged.
+
+    Args:
+        precision: ``"auto"``, or any precision Lightning accepts (``"bf16-mixed"``, ``"32-true"``, ...).
+        device: Where the model runs (an accelerator name such as ``"gpu"`` counts as ``"cuda"``).
+
+    Returns:
+        The precision to use.
+    """
+    if precision != "auto":
+        return precision
+    if isinstance(device, str) and device in ("gpu", "cuda"):
+        device = "cuda"
+    elif isinstance(device, str) and device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "bf16-mixed" if device_supports_bf16(device) else "32-true"
