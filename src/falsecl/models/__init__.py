@@ -4,7 +4,8 @@ from falsecl.models.backbones import (
     BACKBONE_DIMS,
     build_backbone,
     load_backbone_file,
+    load_into,
     save_backbone_file,
 )
 
-__all__ = ["BACKBONE_DIMS", "build_backbone", "load_backbone_file", "save_backbone_file"]
+__all__ = ["BACKBONE_DIMS", "build_backbone", "load_backbone_file", "load_into", "save_backbone_file"]

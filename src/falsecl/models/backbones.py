@@ -1,16 +1,23 @@
 """ResNet backbones for any number of input bands, and the backbone weight file format.
 
-The backbone file written by pretraining is a plain ``torch.save`` of a dict::
+The backbone file written by pretraining (``runs/<name>/backbone.pt``) is a bare ``torch.save`` of a torchvision
+ResNet state dict without ``fc.*`` (``conv1.weight``, ``bn1.*``, ``layer1`` ... ``layer4``), so other tools load it
+with no falsecl code; the architecture and band count follow from its tensors. torchvision's, timm's and
+segmentation-models-pytorch's ResNets all use these parameter names::
 
-    {"format": "falsecl-backbone", "version": 1, "arch": "resnet18", "in_channels": 4,
-     "state_dict": {...torchvision ResNet keys: conv1.weight, bn1.*, layer1..layer4.* ...}}
+    m = torchvision.models.resnet18(weights=None)                  # 4 bands: first replace m.conv1
+    m.load_state_dict(torch.load("backbone.pt"), strict=False)     # missing: fc.weight, fc.bias
+    m = timm.create_model("resnet18", pretrained=False, in_chans=4)
+    m.load_state_dict(torch.load("backbone.pt"), strict=False)     # missing: fc.weight, fc.bias
+    smp.DeepLabV3Plus("resnet18", encoder_weights=None, in_channels=4).encoder.load_state_dict(torch.load(...))
 
-The keys are torchvision's ResNet keys without ``fc.*``. segmentation-models-pytorch's ResNet encoders use the
-same names, so the state dict loads into a DeepLabv3+ encoder with no renaming.
+:func:`load_into` does the same for any of them (and for older files in falsecl's first, wrapped format) and
+refuses silent mismatches.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +28,7 @@ from torchvision import models as tv_models
 #: Feature dimension of each supported architecture (output of global average pooling).
 BACKBONE_DIMS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
+#: Marker of the first file format (a dict wrapping the state dict), still read.
 _FORMAT = "falsecl-backbone"
 
 
@@ -50,7 +58,7 @@ def build_backbone(arch: str = "resnet18", in_channels: int = 3) -> nn.Module:
 
 
 def save_backbone_file(path: str | Path, backbone: nn.Module, arch: str, in_channels: int) -> Path:
-    """Write the backbone weights atomically (temporary file, then rename).
+    """Write the backbone weights atomically (temporary file, then rename) as a bare state dict without ``fc``.
 
     Args:
         path: Destination file, conventionally ``runs/<name>/backbone.pt``.
@@ -60,13 +68,20 @@ def save_backbone_file(path: str | Path, backbone: nn.Module, arch: str, in_chan
 
     Returns:
         The path written.
+
+    Raises:
+        ValueError: If ``backbone`` is not an ``arch`` ResNet with ``in_channels`` bands.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in backbone.state_dict().items() if not k.startswith("fc.")}
-    payload = {"format": _FORMAT, "version": 1, "arch": arch, "in_channels": in_channels, "state_dict": state}
+    if "conv1.weight" not in state or state["conv1.weight"].shape[1] != in_channels:
+        raise ValueError(f"the backbone to save is not a {in_channels}-band ResNet (see build_backbone)")
+    inferred = _infer_arch(state)
+    if inferred != arch:
+        raise ValueError(f"the backbone to save has {inferred}'s layers, not {arch}'s")
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
+    torch.save(state, tmp)  # a bare state dict: loadable by torchvision, timm and smp as is
     tmp.replace(path)
     return path
 
@@ -108,11 +123,57 @@ def load_backbone_file(path: str | Path) -> dict[str, Any]:
     prefix = min(prefixes, key=lambda p: (p != "", not p.endswith("backbone."), not p.endswith("encoder."), len(p)))
     state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    in_channels = int(state["conv1.weight"].shape[1])
+    return {"arch": _infer_arch(state), "in_channels": int(state["conv1.weight"].shape[1]), "state_dict": state}
+
+
+def _infer_arch(state: Mapping[str, Any]) -> str:
+    """``resnet18``/``resnet34``/``resnet50`` from the parameter names of a ResNet state dict."""
     if "layer1.0.conv3.weight" in state:
-        arch = "resnet50"
-    elif "layer3.5.conv1.weight" in state:
-        arch = "resnet34"
-    else:
-        arch = "resnet18"
-    return {"arch": arch, "in_channels": in_channels, "state_dict": state}
+        return "resnet50"
+    if "layer3.5.conv1.weight" in state:
+        return "resnet34"
+    return "resnet18"
+
+
+def load_into(model: nn.Module, path: str | Path) -> list[str]:
+    """Load a backbone file into a torchvision, timm or segmentation-models-pytorch ResNet.
+
+    ``model`` may be a torchvision ``resnet18/34/50``, a timm ``resnet18/34/50``, an smp encoder or a whole smp
+    model (its ``encoder`` receives the weights). Its first convolution must already have the file's band count
+    (torchvision: replace ``conv1``; timm: ``in_chans=N``; smp: ``in_channels=N``).
+
+    Args:
+        model: The model to fill; modified in place.
+        path: A ``backbone.pt``, a pretraining/fine-tuning checkpoint or a ResNet state dict.
+
+    Returns:
+        The model's keys the file did not provide: only the classifier (``fc.weight``, ``fc.bias``), if any.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If the band count, the architecture or any non-classifier parameter does not match.
+    """
+    payload = load_backbone_file(path)
+    encoder = getattr(model, "encoder", None)
+    # a whole smp model: its encoder receives the weights
+    target = encoder if not hasattr(model, "conv1") and isinstance(encoder, nn.Module) else model
+    conv1 = getattr(target, "conv1", None)
+    if not isinstance(conv1, nn.Conv2d):
+        raise ValueError(f"{type(model).__name__} is not a ResNet (no conv1); pass a torchvision/timm/smp ResNet")
+    if conv1.in_channels != payload["in_channels"]:
+        raise ValueError(
+            f"{path} holds a {payload['in_channels']}-band backbone but the model's first convolution takes "
+            f"{conv1.in_channels}; build the model for {payload['in_channels']} bands (torchvision: replace conv1, "
+            f"timm: in_chans={payload['in_channels']}, smp: in_channels={payload['in_channels']})"
+        )
+    own, state = target.state_dict(), payload["state_dict"]
+    bad = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith("fc."))
+    unexpected = sorted(set(state) - set(own))
+    if bad or missing or unexpected:  # checked before loading, so a refused model is left untouched
+        raise ValueError(
+            f"{path} ({payload['arch']}) does not fit {type(model).__name__}: shape mismatch {bad[:3]}, missing "
+            f"{missing[:3]}, unexpected {unexpected[:3]}; build the model as {payload['arch']}"
+        )
+    target.load_state_dict(state, strict=False)  # smp encoders override it and return None
+    return sorted(set(own) - set(state))
