@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "finetune": ("falsecl.tasks.finetune_cli", "main", "label-efficient DeepLabv3+ fine-tuning"),
     "evaluate": ("falsecl.inference_cli", "evaluate_main", "sliding-window evaluation on whole held-out images"),
     "predict": ("falsecl.inference_cli", "predict_main", "georeferenced class map for a GeoTIFF/JPEG/PNG of any size"),
+    "export": ("falsecl.export", "main", "fine-tuned model to ONNX, checked against ONNX Runtime"),
     "data": ("falsecl.datasets.cli", "main", "inspect a dataset: 'data check' and 'data plot'"),
     "benchmark": ("falsecl.benchmark.cli", "main", "methods x label fractions x seeds, with a report"),
 }
