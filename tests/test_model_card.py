@@ -35,3 +35,63 @@ def test_read_missing_and_broken_cards(tmp_path: Path) -> None:
     (tmp_path / MODEL_CARD).write_text("{oops")
     with pytest.raises(ValueError, match="not valid JSON"):
         update_model_card(tmp_path, {"a": 1})
+
+
+def _pretrain_run(folder: Path) -> Path:
+    """A pretraining run folder as `falsecl pretrain` leaves it: backbone, resolved config, image list."""
+    from falsecl.models import build_backbone, save_backbone_file
+
+    path = save_backbone_file(folder / "backbone.pt", build_backbone("resnet18", 3), "resnet18", 3)
+    (folder / "tensorboard").mkdir()
+    (folder / "tensorboard" / "config.yaml").write_text(
+        "model:\n  class_path: falsecl.tasks.simclr.SimCLR\n  init_args:\n    arch: resnet18\n    loss: 'false'\n"
+    )
+    (folder / "pretrain_images.txt").write_text("# images used\nTile 1/images/a.jpg\nTile 4/images/b.jpg\n\n")
+    return path
+
+
+def test_pretraining_source(tmp_path: Path) -> None:
+    from falsecl.model_card import pretraining_source
+
+    assert pretraining_source(None)["method"] == "none (random initialisation)"
+    info = pretraining_source(_pretrain_run(tmp_path))
+    assert (info["method"], info["loss"], info["images"]) == ("SimCLR", "false", 2)
+    bare = tmp_path / "elsewhere" / "weights.pt"
+    bare.parent.mkdir()
+    bare.write_bytes(b"")
+    assert pretraining_source(bare) == {
+        "backbone": str(bare), "method": None, "loss": None, "images": None, "config": None
+    }  # fmt: skip
+
+
+def test_finetune_run_writes_the_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from falsecl.tasks.finetune_cli import main as finetune_main
+    from tests.data.fake_layouts import make_dubai
+
+    root = make_dubai(tmp_path / "dubai", size=(64, 64))
+    backbone = _pretrain_run(tmp_path / "pre")
+    run = tmp_path / "runs" / "ft"
+    argv = [
+        "--data.dataset", "dubai", "--data.root", str(root), "--data.label_fraction", "0.5",
+        "--data.patch_size", "32", "--data.batch_size", "2", "--data.stats_patches", "4",
+        "--model.backbone_weights", str(backbone), "--model.output_stride", "16",
+        "--trainer.default_root_dir", str(run), "--trainer.max_steps", "1", "--trainer.max_epochs", "-1",
+        "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+    assert finetune_main(argv) == 0
+    card = read_model_card(run)
+    assert card["dataset"]["name"] == "dubai" and card["dataset"]["root"] == str(root)
+    assert card["class_names"] == ["building", "land", "road", "vegetation", "water"]
+    assert len(card["class_colours"]) == 5 and all(len(c) == 3 for c in card["class_colours"])
+    assert card["in_channels"] == 3 and len(card["normalisation"]["mean"]) == 3
+    assert all(s > 0 for s in card["normalisation"]["std"])
+    assert card["labels"]["label_fraction"] == 0.5
+    assert card["labels"]["subset_file"] and Path(card["labels"]["subset_file"]).is_file()
+    pre = card["pretraining"]
+    assert (pre["backbone"], pre["method"], pre["loss"], pre["images"]) == (str(backbone), "SimCLR", "false", 2)
+    assert card["checkpoints"]["last"].endswith("last.ckpt") and card["fine_tuning"]["global_step"] == 1
+    # evaluate adds its metrics later without losing anything
+    update_model_card(run, {"test": {"mIoU": 0.5}})
+    assert read_model_card(run)["pretraining"] == pre and read_model_card(run)["test"] == {"mIoU": 0.5}

@@ -3,7 +3,8 @@
 The card says what a fine-tuned model is, without loading it: the dataset, class names and colours, bands and
 normalisation, label fraction and subset file, where the encoder came from (backbone file, pretraining method,
 number of pretraining images) and, once ``falsecl evaluate`` has run, the test metrics. Writers merge into the
-existing card (:func:`update_model_card`), so fine-tuning and evaluation each add their part.
+existing card (:func:`update_model_card`), so fine-tuning (:class:`ModelCardCallback`) and evaluation each add
+their part.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 #: File name of the card inside a run folder.
 MODEL_CARD = "model.json"
@@ -34,6 +39,16 @@ def _json_ready(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
+
+
+#: A JSON list of numbers spread over several lines by ``indent``.
+_NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
+
+
+def _dumps(card: Mapping[str, Any]) -> str:
+    """Indented JSON with lists of numbers (colours, mean, std) kept on one line."""
+    text = json.dumps(card, indent=2)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
 
 
 def _merge(old: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,8 +99,157 @@ def update_model_card(run_dir: str | Path, fields: Mapping[str, Any]) -> Path:
     card = _merge(read_model_card(run_dir), _json_ready(dict(fields)))
     tmp = path.with_name(f".{MODEL_CARD}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_text(_dumps(card) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _count_lines(path: Path) -> int:
+    """Non-empty, non-comment lines of a text file."""
+    with open(path, encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip() and not line.lstrip().startswith("#"))
+
+
+def pretraining_source(backbone: str | Path | None) -> dict[str, Any]:
+    """Where an encoder came from, read from the backbone file's run folder.
+
+    The method is the pretraining config's model class (``<run>/config.yaml`` or ``<run>/tensorboard/config.yaml``,
+    as LightningCLI saves it) and its ``loss``; the image count is the number of lines of
+    ``<run>/pretrain_images.txt``. Unknown values are ``None``.
+
+    Args:
+        backbone: The backbone file given to fine-tuning, or ``None`` for a randomly initialised encoder.
+
+    Returns:
+        ``{"backbone", "method", "loss", "images", "config"}``.
+    """
+    if not backbone:
+        return {"backbone": None, "method": "none (random initialisation)", "loss": None, "images": None}
+    import yaml
+
+    path = Path(backbone)
+    folder = path.parent
+    info: dict[str, Any] = {"backbone": str(path), "method": None, "loss": None, "images": None, "config": None}
+    for config in (folder / "config.yaml", folder / "tensorboard" / "config.yaml"):
+        if not config.is_file():
+            continue
+        try:
+            cfg = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            continue  # an unreadable config only costs the card its method
+        model = cfg.get("model") if isinstance(cfg, dict) else None
+        if isinstance(model, dict):
+            init_args = model.get("init_args")
+            init: dict[str, Any] = init_args if isinstance(init_args, dict) else model
+            info["method"] = str(model.get("class_path", "")).rsplit(".", 1)[-1] or None
+            info["loss"] = init.get("loss")
+            info["config"] = str(config)
+            break
+    images = folder / "pretrain_images.txt"
+    if images.is_file():
+        info["images"] = _count_lines(images)
+        info["image_list"] = str(images)
+    return info
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is neither ``None`` nor empty."""
+    for value in values:
+        if value is not None and not (isinstance(value, list | tuple | str | dict) and not value):
+            return value
+    return None
+
+
+def fit_fields(trainer: Trainer, task: LightningModule) -> dict[str, Any]:
+    """The card's entries known when fine-tuning starts: data, classes, bands, normalisation, labels, encoder."""
+    hp: Any = task.hparams
+    dm = getattr(trainer, "datamodule", None)
+    run_dir = Path(trainer.default_root_dir)
+    train_set = getattr(dm, "train_full", None)
+    subset = _first(getattr(dm, "subset_file", None), getattr(dm, "subset_path", None))
+    if subset is None:
+        found = sorted(run_dir.glob("label_subset*.txt"), key=lambda p: p.stat().st_mtime)
+        subset = found[-1] if found else None
+    stats = _first(getattr(dm, "stats_file", None), getattr(dm, "stats_path", None))
+    if stats is None and (run_dir / "band_stats.json").is_file():
+        stats = run_dir / "band_stats.json"
+    return {
+        "format": "falsecl-model-card",
+        "version": 1,
+        "model": {
+            "architecture": "DeepLabV3+",
+            "encoder": hp.get("arch"),
+            "output_stride": hp.get("output_stride"),
+            "in_channels": hp.get("in_channels"),
+            "num_classes": hp.get("num_classes"),
+            "freeze_backbone": hp.get("freeze_backbone"),
+        },
+        "dataset": {
+            "name": _first(getattr(dm, "dataset_name", None), hp.get("dataset")),
+            "root": _first(getattr(dm, "root", None), hp.get("root")),
+            "train_split": getattr(dm, "train_split", None),
+            "val_split": getattr(dm, "val_split", None),
+            "validation": _first(getattr(dm, "val_description", None), hp.get("val_description")),
+        },
+        "class_names": _first(hp.get("class_names"), getattr(dm, "class_names", None)),
+        "class_colours": _first(
+            getattr(dm, "class_colours", None),
+            hp.get("class_colours"),
+            hp.get("colours"),
+            getattr(train_set, "colours", None),
+        ),
+        "bands": _first(getattr(dm, "bands", None), hp.get("bands")),
+        "in_channels": hp.get("in_channels"),
+        "normalisation": {
+            "mean": _first(hp.get("mean"), getattr(dm, "mean", None)),
+            "std": _first(hp.get("std"), getattr(dm, "std", None)),
+            "formula": "(raw - mean) / std per band, on raw digital numbers",
+            "statistics_file": stats,
+        },
+        "labels": {
+            "label_fraction": getattr(dm, "label_fraction", None),
+            "subset_file": subset,
+            "labelled_patches": len(getattr(dm, "train_indices", None) or []) or None,
+            "training_patches": len(train_set) if train_set is not None else None,
+            "seed": getattr(dm, "seed", None),
+        },
+        "pretraining": pretraining_source(hp.get("backbone_weights")),
+        "fine_tuning": {
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "max_steps": trainer.max_steps,
+            "max_epochs": trainer.max_epochs,
+            "lr": hp.get("lr"),
+        },
+    }
+
+
+class ModelCardCallback(Callback):
+    """Write ``<run>/model.json`` when fine-tuning starts, and add the checkpoints when it ends (rank 0 only)."""
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Record data, classes, bands, normalisation, label subset and the encoder's pretraining."""
+        if trainer.is_global_zero:
+            update_model_card(trainer.default_root_dir, fit_fields(trainer, pl_module))
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Record the checkpoints, the best validation mIoU and the steps trained."""
+        if not trainer.is_global_zero:
+            return
+        ckpt = trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_score", None)
+        fields = {
+            "checkpoints": {
+                "best": getattr(ckpt, "best_model_path", None) or None,
+                "last": getattr(ckpt, "last_model_path", None) or None,
+                "selected_by": getattr(ckpt, "monitor", None),
+            },
+            "validation": {"best_mIoU": float(best) if best is not None else None},
+            "fine_tuning": {
+                "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+                "global_step": trainer.global_step,
+                "epochs": trainer.current_epoch,
+            },
+        }
+        update_model_card(trainer.default_root_dir, fields)

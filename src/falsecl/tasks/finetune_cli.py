@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from falsecl.model_card import ModelCardCallback
 from falsecl.tasks.base import AtomicCheckpointIO
 from falsecl.tasks.segmentation import SegmentationTask
 
@@ -67,6 +68,8 @@ class FinetuneCLI(LightningCLI):
             )
         if not any(isinstance(c, LearningRateMonitor) for c in callbacks) and kwargs.get("logger", logger):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if not any(isinstance(c, ModelCardCallback) for c in callbacks):
+            callbacks.append(ModelCardCallback())  # <run>/model.json
         kwargs["callbacks"] = callbacks
         if not trainer_cfg.get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]
