@@ -190,7 +190,7 @@ def fit_fields(trainer: Trainer, task: LightningModule) -> dict[str, Any]:
             "name": _first(getattr(dm, "dataset_name", None), hp.get("dataset")),
             "root": _first(getattr(dm, "root", None), hp.get("root")),
             "train_split": getattr(dm, "train_split", None),
-            "val_split": getattr(dm, "val_split", None),
+            "val_split": _first(getattr(dm, "val_split", None), hp.get("val_split")),
             "validation": _first(getattr(dm, "val_description", None), hp.get("val_description")),
         },
         "class_names": _first(hp.get("class_names"), getattr(dm, "class_names", None)),
@@ -209,11 +209,11 @@ def fit_fields(trainer: Trainer, task: LightningModule) -> dict[str, Any]:
             "statistics_file": stats,
         },
         "labels": {
-            "label_fraction": getattr(dm, "label_fraction", None),
+            "label_fraction": _first(getattr(dm, "label_fraction", None), hp.get("label_fraction")),
             "subset_file": subset,
             "labelled_patches": len(getattr(dm, "train_indices", None) or []) or None,
             "training_patches": len(train_set) if train_set is not None else None,
-            "seed": getattr(dm, "seed", None),
+            "seed": _first(getattr(dm, "seed", None), hp.get("seed")),
         },
         "pretraining": pretraining_source(hp.get("backbone_weights")),
         "fine_tuning": {

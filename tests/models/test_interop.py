@@ -73,7 +73,7 @@ def test_torchvision_one_liner(saved: tuple[nn.Module, Path, int]) -> None:
     _assert_same(_stages(ours, x), _stages(tv.eval(), x))
 
 
-def test_torchvision_resnet50(tmp_path: Path) -> None:
+def test_torchvision_and_timm_resnet50(tmp_path: Path) -> None:
     ours = _trained_like("resnet50", 3)
     path = save_backbone_file(tmp_path / "backbone.pt", ours, "resnet50", 3)
     tv = torchvision.models.resnet50(weights=None)
@@ -82,6 +82,11 @@ def test_torchvision_resnet50(tmp_path: Path) -> None:
     tv.fc = nn.Identity()
     x = torch.randn(1, 3, 64, 64)
     _assert_same(_stages(ours, x), _stages(tv.eval(), x))
+    tm = timm.create_model("resnet50", pretrained=False)
+    result = tm.load_state_dict(torch.load(path), strict=False)
+    assert sorted(result.missing_keys) == sorted(FC) and not result.unexpected_keys
+    tm.reset_classifier(0)
+    _assert_same(_stages(ours, x), _stages(tm.eval(), x))
 
 
 def test_timm_one_liner(saved: tuple[nn.Module, Path, int]) -> None:
