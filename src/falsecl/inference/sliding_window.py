@@ -1,13 +1,17 @@
-"""Sliding-window inference over whole images and GeoTIFFs of any size.
+"""Sliding-window inference core: tensors in, blended logits out (no file formats here).
 
-One routine, :meth:`SlidingWindowPredictor._sweep`, places windows with the shared tiling grid
+One routine, :meth:`SlidingWindowPredictor.sweep`, places windows with the shared tiling grid
 (:func:`falsecl.datasets.tiling.window_starts`, last window flush with the border), runs them through the
 model in batches, blends the overlapping logits with a Gaussian or flat weight and hands finished blocks to a
 consumer. It works in vertical panels (``panel_width`` columns, 4096 by default) and, within a panel, band by
 band: only the ``window`` rows in flight are held, so peak memory is bounded by ``window x panel_width`` and
 does not grow with the image (about 60 MB of logit sums for six classes and a 512 window).
-:meth:`SlidingWindowPredictor.predict_tensor` (evaluation on whole held-out images) and
-:meth:`SlidingWindowPredictor.predict_raster` (``falsecl predict``) are thin consumers of it.
+:meth:`SlidingWindowPredictor.predict_tensor` (whole images in memory), :mod:`falsecl.inference.raster`
+(``falsecl predict``) and :mod:`falsecl.inference.evaluation` (``falsecl evaluate``, the probe) are thin
+consumers of it.
+
+With ``precision="bf16-mixed"`` only the model's forward pass runs under bf16 autocast; its logits are cast to
+fp32 before blending, so the blending arithmetic is the same in both precisions.
 
 Blending follows the usual practice of overlapping-tile segmentation (e.g. nnU-Net's Gaussian importance map,
 sigma = window / 8): predictions near a window's border see less context, so they get less weight.
@@ -15,42 +19,19 @@ sigma = window / 8): predictions near a window's border see less context, so the
 
 from __future__ import annotations
 
-import math
-import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from falsecl.datasets.tiling import window_starts
+from falsecl.precision import resolve_precision
 from falsecl.transforms import normalize
 
 Blend = Literal["gaussian", "mean"]
-
-#: Default class colours (RGB) for previews; the first six are the Dubai aerial classes' own colours.
-DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (60, 16, 152),
-    (132, 41, 246),
-    (110, 193, 228),
-    (254, 221, 58),
-    (226, 169, 41),
-    (155, 155, 155),
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-)
 
 
 def blend_profile(length: int, blend: Blend = "gaussian", sigma_scale: float = 0.125) -> Tensor:
@@ -140,6 +121,8 @@ class SlidingWindowPredictor:
         in_channels: Bands the model expects; read from its first convolution when ``None``.
         panel_width: Images wider than this are processed in vertical panels of this many columns, so that
             memory is bounded in the width as well as in the height.
+        precision: ``"32-true"``, ``"bf16-mixed"`` (bf16 autocast on the forward pass only) or ``"auto"``
+            (:func:`falsecl.precision.resolve_precision`: bf16 where the device runs it natively).
     """
 
     def __init__(
@@ -157,6 +140,7 @@ class SlidingWindowPredictor:
         pad_multiple: int = 32,
         in_channels: int | None = None,
         panel_width: int = 4096,
+        precision: str = "32-true",
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be a positive number of pixels, got {window}")
@@ -185,6 +169,9 @@ class SlidingWindowPredictor:
         self.pad_multiple = max(1, int(pad_multiple))
         self.in_channels = in_channels if in_channels is not None else first_conv_in_channels(model)
         self.panel_width = max(int(panel_width), 1)
+        self.precision = resolve_precision(precision, self.device)
+        if self.precision not in ("32-true", "bf16-mixed"):
+            raise ValueError(f"precision must be '32-true', 'bf16-mixed' or 'auto', got {precision!r}")
         if self.mean is not None and self.in_channels is not None and len(self.mean) != self.in_channels:
             raise ValueError(
                 f"mean/std have {len(self.mean)} bands but the model takes {self.in_channels}; use the "
@@ -201,8 +188,11 @@ class SlidingWindowPredictor:
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
 
+        bf16 = self.precision == "bf16-mixed"
+
         def run(inp: Tensor) -> Tensor:
-            out: Tensor = self.model(inp)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                out: Tensor = self.model(inp)
             if out.shape[-2:] != inp.shape[-2:]:
                 raise ValueError(
                     f"the model returned logits of size {tuple(out.shape[-2:])} for input "
@@ -216,7 +206,8 @@ class SlidingWindowPredictor:
             logits = logits / 3
         return logits[..., :h, :w]
 
-    def _check_bands(self, bands: int, source: str) -> None:
+    def check_bands(self, bands: int, source: str) -> None:
+        """Refuse an input whose band count differs from the model's (``source`` names it in the message)."""
         if self.in_channels is not None and bands != self.in_channels:
             raise ValueError(
                 f"{source} has {bands} band(s) but the model was trained on {self.in_channels}; give an "
@@ -240,8 +231,12 @@ class SlidingWindowPredictor:
             panels.append((a, b, [c for c in cols if c < b and c + w > a]))
         return panels
 
+    def num_steps(self, height: int, width: int) -> int:
+        """Number of bands (row steps x panels) :meth:`sweep` runs over an image, for progress bars."""
+        return len(window_starts(height, self.window, self.stride)) * len(self._panels(width))
+
     @torch.inference_mode()
-    def _sweep(
+    def sweep(
         self,
         height: int,
         width: int,
@@ -330,7 +325,7 @@ class SlidingWindowPredictor:
         """
         if image.ndim != 3:
             raise ValueError(f"expected one image (C, H, W), got shape {tuple(image.shape)}")
-        self._check_bands(int(image.shape[0]), "the image")
+        self.check_bands(int(image.shape[0]), "the image")
         _, height, width = image.shape
         image = image.float()
         out: Tensor | None = None
@@ -344,236 +339,22 @@ class SlidingWindowPredictor:
                 out = torch.empty(sums.shape[0], height, width)
             out[:, r0 : r0 + sums.shape[1], c0 : c0 + sums.shape[2]] = (sums / norm).cpu()
 
-        self._sweep(height, width, read, emit)
+        self.sweep(height, width, read, emit)
         if out is None:
             raise RuntimeError("no window was predicted")
         return out.softmax(dim=0) if probabilities else out
 
     # ------------------------------------------------------------------ rasters
-    def predict_raster(
-        self,
-        src_path: str | Path,
-        dst_path: str | Path,
-        probabilities_path: str | Path | None = None,
-        preview_path: str | Path | None = None,
-        probability_dtype: Literal["uint8", "float32"] = "uint8",
-        palette: Sequence[Sequence[int]] | None = None,
-        preview_max_size: int = 2048,
-        overwrite: bool = False,
-        compress: Literal["deflate", "lzw"] = "deflate",
-        progress: bool = True,
-        cache_mb: int = 64,
-    ) -> dict[str, Any]:
-        """Write a georeferenced class map for a GeoTIFF (or JPEG/PNG) of any size, band by band.
+    def predict_raster(self, src_path: str | Path, dst_path: str | Path, **kwargs: Any) -> dict[str, Any]:
+        """Class-map GeoTIFF of a raster of any size; see :func:`falsecl.inference.raster.predict_raster`."""
+        from falsecl.inference.raster import predict_raster
 
-        The class map is a single-band uint8 GeoTIFF with the input's CRS and transform, tiled (256 x 256)
-        and compressed, with a colour table. Every output is written under a temporary name in the
-        destination folder and renamed only when complete; on any error the temporary files are removed, so
-        a file under the final name is always whole.
+        return predict_raster(self, src_path, dst_path, **kwargs)
 
-        Args:
-            src_path: Input raster; its band count must match the model.
-            dst_path: Output class-map GeoTIFF.
-            probabilities_path: Optional ``K``-band GeoTIFF of softmax probabilities (uint8 = round(255 p), or
-                float32).
-            preview_path: Optional colour PNG of the class map, subsampled so its longer side is at most
-                ``preview_max_size``.
-            probability_dtype: ``"uint8"`` (4x smaller) or ``"float32"``.
-            palette: RGB colour per class for the preview and colour table (:data:`DEFAULT_PALETTE` when
-                ``None``).
-            preview_max_size: Longest side of the preview in pixels.
-            overwrite: Replace existing outputs; refused otherwise.
-            compress: GeoTIFF compression.
-            progress: Show a progress bar on stderr.
-            cache_mb: GDAL block cache; small so memory stays flat in the image size.
-
-        Returns:
-            Summary dict: ``height``, ``width``, ``bands``, ``num_classes``, ``class_counts`` (pixels per
-            class) and the written ``outputs``.
-
-        Raises:
-            FileNotFoundError: Missing input, or missing output folder.
-            ValueError: Non-raster input, band-count mismatch, or output == input.
-            PermissionError: Output folder not writable.
-            FileExistsError: Output exists and ``overwrite`` is false.
-        """
-        import rasterio
-        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
-        src_path = Path(src_path)
-        if not src_path.is_file():
-            raise FileNotFoundError(f"input raster {src_path} not found")
-        outputs = {"classes": Path(dst_path)}
-        if probabilities_path is not None:
-            outputs["probabilities"] = Path(probabilities_path)
-        if preview_path is not None:
-            outputs["preview"] = Path(preview_path)
-        for kind, path in outputs.items():
-            _check_writable(path, kind, overwrite)
-            if path.resolve() == src_path.resolve():
-                raise ValueError(f"output {path} is the input raster; choose another file name")
-        temps = {kind: path.with_name(f".{path.name}.partial") for kind, path in outputs.items()}
-
-        with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=cache_mb):
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            try:
-                src = rasterio.open(src_path)
-            except RasterioIOError as err:
-                raise ValueError(
-                    f"{src_path} is not a raster GDAL can read ({err}); give a GeoTIFF, JPEG or PNG"
-                ) from err
-            with src:
-                try:
-                    return self._predict_open_raster(
-                        src, outputs, temps, probability_dtype, palette, preview_max_size, compress, progress
-                    )
-                except BaseException:
-                    _remove(temps.values())
-                    raise
-
-    def _predict_open_raster(
-        self,
-        src: Any,
-        outputs: dict[str, Path],
-        temps: dict[str, Path],
-        probability_dtype: str,
-        palette: Sequence[Sequence[int]] | None,
-        preview_max_size: int,
-        compress: str,
-        progress: bool,
-    ) -> dict[str, Any]:
-        import rasterio
-        from rasterio.windows import Window
-
-        self._check_bands(int(src.count), f"{src.name}")
-        height, width = int(src.height), int(src.width)
-        k = self.num_classes or _probe_num_classes(self, int(src.count))
-        self.num_classes = k
-        colours = [tuple(int(v) for v in c[:3]) for c in (palette or DEFAULT_PALETTE)]
-        if len(colours) < k:
-            colours += [DEFAULT_PALETTE[i % len(DEFAULT_PALETTE)] for i in range(len(colours), k)]
-        base = {
-            "driver": "GTiff",
-            "height": height,
-            "width": width,
-            "crs": src.crs,
-            "transform": src.transform,
-            "tiled": True,
-            "blockxsize": 256,
-            "blockysize": 256,
-            "compress": compress,
-            "BIGTIFF": "IF_SAFER",
-        }
-        step = max(1, math.ceil(max(height, width) / preview_max_size))
-        preview = np.zeros((math.ceil(height / step), math.ceil(width / step)), dtype=np.uint8)
-        counts = np.zeros(k, dtype=np.int64)
-        bands = len(window_starts(height, self.window, self.stride)) * len(self._panels(width))
-        bar = _progress_bar(progress, bands, src.name)
-        with rasterio.open(temps["classes"], "w", **base, count=1, dtype="uint8") as dst:
-            dst.write_colormap(1, {i: (*colours[i], 255) for i in range(min(k, 256))})
-            prob_dst = None
-            if "probabilities" in temps:
-                prob_dst = rasterio.open(
-                    temps["probabilities"],
-                    "w",
-                    **base,
-                    count=k,
-                    dtype=probability_dtype,
-                    interleave="pixel" if k <= 4 else "band",
-                )
-            try:
-
-                def read(r0: int, r1: int, c0: int, c1: int) -> Tensor:
-                    arr = src.read(window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype="float32")
-                    return torch.from_numpy(arr)
-
-                def emit(r0: int, c0: int, sums: Tensor, norm: Tensor) -> None:
-                    n, m = sums.shape[1:]
-                    labels = argmax_classes(sums).cpu().numpy()
-                    dst.write(labels, 1, window=Window(c0, r0, m, n))
-                    counts[:] += np.bincount(labels.ravel(), minlength=k)[:k]
-                    if prob_dst is not None:
-                        probs = (sums / norm).softmax(dim=0)
-                        if probability_dtype == "uint8":
-                            probs = (probs * 255).round().to(torch.uint8)
-                        prob_dst.write(probs.cpu().numpy(), window=Window(c0, r0, m, n))
-                    # Preview: the pixels whose global row and column are multiples of `step`.
-                    fr, fc = (-r0) % step, (-c0) % step
-                    if fr < n and fc < m:
-                        sub = labels[fr::step, fc::step]
-                        pr, pc = (r0 + fr) // step, (c0 + fc) // step
-                        preview[pr : pr + sub.shape[0], pc : pc + sub.shape[1]] = sub
-
-                self._sweep(height, width, read, emit, on_band=bar.advance if bar else None)
-            finally:
-                if prob_dst is not None:
-                    prob_dst.close()
-                if bar is not None:
-                    bar.close()
-        if "preview" in temps:
-            from PIL import Image
-
-            lut = np.zeros((256, 3), dtype=np.uint8)
-            lut[:k] = np.asarray(colours[:k], dtype=np.uint8)
-            Image.fromarray(lut[preview]).save(temps["preview"], format="PNG")
-        for kind, tmp in temps.items():
-            os.replace(tmp, outputs[kind])
-        return {
-            "height": height,
-            "width": width,
-            "bands": int(src.count),
-            "num_classes": k,
-            "class_counts": counts.tolist(),
-            "outputs": {kind: str(p) for kind, p in outputs.items()},
-        }
-
-
-def _probe_num_classes(predictor: SlidingWindowPredictor, bands: int) -> int:
-    """Number of classes from one forward pass on a blank window (when not given)."""
-    side = min(predictor.window, 64)
-    x = torch.zeros(1, bands, side, side, device=predictor.device)
-    return int(predictor._forward(x).shape[1])
-
-
-def _check_writable(path: Path, kind: str, overwrite: bool) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise FileNotFoundError(f"cannot write the {kind} output {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write the {kind} output {path}: folder {parent} is not writable")
-    if path.is_dir():
-        raise ValueError(f"the {kind} output {path} is a folder; give a file name")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-
-
-def _remove(paths: Any) -> None:
-    for p in paths:
-        Path(p).unlink(missing_ok=True)
-
-
-class _Bar:
-    """Minimal wrapper over a rich progress bar (advance/close)."""
-
-    def __init__(self, total: int, label: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("[bold]predict[/] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self._task = self._progress.add_task(Path(label).name, total=total)
-        self._progress.start()
-
-    def advance(self) -> None:
-        self._progress.advance(self._task)
-
-    def close(self) -> None:
-        self._progress.stop()
-
-
-def _progress_bar(enabled: bool, total: int, label: str) -> _Bar | None:
-    return _Bar(total, label) if enabled else None
+    def probe_num_classes(self, bands: int) -> int:
+        """Number of classes from one forward pass on a blank window (when not given)."""
+        if self.num_classes is None:
+            side = min(self.window, 64)
+            x = torch.zeros(1, bands, side, side, device=self.device)
+            self.num_classes = int(self._forward(x).shape[1])
+        return self.num_classes
