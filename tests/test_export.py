@@ -12,7 +12,7 @@ import torch
 
 from falsecl.cli import main as cli_main
 from falsecl.export import export, read_onnx_metadata, run_dir_of
-from falsecl.model_card import update_model_card
+from falsecl.model_card import read_model_card, update_model_card
 from falsecl.tasks.segmentation import SegmentationTask
 
 NAMES = ["building", "road", "water"]
@@ -51,6 +51,7 @@ def test_dynamic_export_matches_pytorch_and_carries_metadata(run: Path, tmp_path
     assert meta["class_colours"] == [[255, 0, 0], [0, 0, 0], [0, 0, 255]]  # from the model card
     assert meta["in_channels"] == 4 and meta["num_classes"] == 3 and meta["dataset"] == "fake"
     assert meta["model_card"]["dataset"] == {"name": "fake"}
+    assert read_model_card(run)["onnx"]["path"] == str(out)  # the run's card records the export
     # An independent check: raw pixels normalised with the file's own statistics, at a size never exported.
     task = SegmentationTask.load_from_checkpoint(run / "checkpoints" / "last.ckpt").eval()
     raw = torch.rand(3, 4, 48, 80) * 255
@@ -63,8 +64,8 @@ def test_dynamic_export_matches_pytorch_and_carries_metadata(run: Path, tmp_path
 
 
 def test_fixed_size_opset17_export(run: Path, tmp_path: Path) -> None:
-    result = export(str(run / "checkpoints" / "last.ckpt"), str(tmp_path / "m.onnx"), opset=17, height=32,
-                    width=48, dynamic=False)  # fmt: skip
+    result = export(str(run / "checkpoints" / "last.ckpt"), None, opset=17, height=32, width=48, dynamic=False)
+    assert result["output"] == str(run / "model.onnx")  # default: next to the run's checkpoints
     assert result["opset"] == 17 and result["max_abs_diff"] <= 1e-4
     inputs = ort.InferenceSession(result["output"], providers=["CPUExecutionProvider"]).get_inputs()
     assert inputs[0].name == "image" and inputs[0].shape == [1, 4, 32, 48]

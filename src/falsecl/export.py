@@ -2,15 +2,15 @@ r"""``falsecl export``: a fine-tuned DeepLabv3+ as a self-describing ONNX file, 
 
 Usage::
 
-    falsecl export --checkpoint runs/ft --output model.onnx [--opset 18] [--height 512 --width 512] \
+    falsecl export --checkpoint runs/ft [--output runs/ft/model.onnx] [--opset 18] [--height 512 --width 512] \
         [--dynamic true] [--tolerance 1e-4]
 
 The graph maps a normalised image ``image`` ``(B, C, H, W)`` float32 to ``logits`` ``(B, K, H, W)``; with
 ``--dynamic true`` (the default) ``B``, ``H`` and ``W`` are free, ``H`` and ``W`` multiples of 16. Normalisation
 is left to the caller, ``(x - mean) / std`` per band on raw digital numbers, and the file says how: its
 ``metadata_props`` hold ``class_names``, ``class_colours``, ``bands``, ``mean``, ``std`` (JSON values) and the
-run's model card. Before the file is moved into place, ONNX Runtime runs it on random inputs and its logits must
-equal PyTorch's within ``--tolerance``; the largest difference is printed.
+run's model card, which in turn records the export. Before the file is moved into place, ONNX Runtime runs it on
+random inputs and its logits must equal PyTorch's within ``--tolerance``; the largest difference is printed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from falsecl.inference_cli import USER_ERRORS, load_task, resolve_checkpoint
-from falsecl.model_card import read_model_card
+from falsecl.model_card import read_model_card, update_model_card
 
 #: The dynamo exporter (onnxscript) implements opset 18 and later; older opsets use the TorchScript exporter.
 DYNAMO_MIN_OPSET = 18
@@ -136,7 +136,7 @@ def max_logit_difference(path: str | Path, model: nn.Module, inputs: Sequence[Te
 
 def export(
     checkpoint: str,
-    output: str = "model.onnx",
+    output: str | None = None,
     opset: int = 18,
     height: int = 512,
     width: int = 512,
@@ -148,7 +148,8 @@ def export(
 
     Args:
         checkpoint: A fine-tuning run folder ``runs/<name>`` (its best checkpoint) or a ``.ckpt`` file.
-        output: The ONNX file to write (replaced atomically; nothing is left behind on failure).
+        output: The ONNX file to write (replaced atomically; nothing is left behind on failure); default
+            ``<run>/model.onnx``.
         opset: ONNX opset; 18 or later uses the dynamo exporter, 17 and earlier the TorchScript exporter.
         height: Example input height, a multiple of 16 (the fixed height when ``dynamic`` is false).
         width: Example input width, a multiple of 16.
@@ -180,7 +181,7 @@ def export(
     # Batch 2 in the example keeps the exporter from specialising a dynamic batch dimension to 1.
     example = torch.randn(2 if dynamic else 1, channels, height, width, generator=generator)
 
-    target = Path(output)
+    target = Path(output) if output is not None else run_dir / "model.onnx"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
@@ -211,6 +212,9 @@ def export(
     print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, opset {opset_written}) from {ckpt}")
     if diff is not None:
         print(f"ONNX Runtime check: max |ONNX - PyTorch| logits = {diff:.3g} (tolerance {tolerance:g})")
+    if card:  # a falsecl run: its card points at the export
+        onnx_entry = {"path": str(target), "opset": opset_written, "dynamic": dynamic, "max_abs_diff": diff}
+        update_model_card(run_dir, {"onnx": onnx_entry})
     return {"output": str(target), "opset": opset_written, "max_abs_diff": diff, "metadata": metadata}
 
 
