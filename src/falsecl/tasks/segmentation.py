@@ -7,9 +7,12 @@ pixels. The authors froze the whole encoder (``freeze_backbone=True``); full fin
 encoder learning rate (``backbone_lr_factor``) is the other option.
 
 The checkpoint stores everything inference needs in its hyper-parameters: ``in_channels``,
-``num_classes``, ``class_names`` and the per-band ``mean``/``std`` of the training data, so
-``falsecl evaluate``/``predict`` can normalise raw images themselves. Values not given are pulled from
-the datamodule at ``setup``.
+``num_classes``, ``class_names``, ``class_colours``, the per-band ``mean``/``std`` of the training data, and
+what the data was (``data_name``, ``data_root``, ``data_bands``, ``data_palette``, ``data_label_fraction``,
+``data_seed``, ``data_val_split``, ``data_val_description``: prefixed, as Lightning refuses a module and a
+datamodule logging the same hyper-parameter name with different values), so ``falsecl evaluate``/``predict``
+normalise raw images themselves and score or map them with the right classes. Values not given are pulled
+from the datamodule at ``setup``.
 """
 
 from __future__ import annotations
@@ -26,8 +29,24 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from falsecl.metrics import IGNORE_INDEX, confusion_matrix_metric, metrics_from_confusion
 from falsecl.models.segmentation import build_deeplabv3plus, load_encoder_weights
 
-#: Datamodule attributes copied into the hyper-parameters when not given explicitly.
-_FROM_DATA = ("in_channels", "num_classes", "mean", "std", "class_names")
+#: Hyper-parameter -> datamodule attribute copied into it at ``setup`` when not given explicitly. Attributes a
+#: datamodule lacks are skipped (``getattr`` fallback), so older datamodules still work.
+_FROM_DATA: dict[str, str] = {
+    "in_channels": "in_channels",
+    "num_classes": "num_classes",
+    "mean": "mean",
+    "std": "std",
+    "class_names": "class_names",
+    "class_colours": "class_colours",
+    "data_name": "dataset_name",
+    "data_root": "root",
+    "data_bands": "bands",
+    "data_palette": "palette",
+    "data_label_fraction": "label_fraction",
+    "data_seed": "seed",
+    "data_val_split": "val_split",
+    "data_val_description": "val_description",
+}
 
 
 def poly_factor(step: int, total_steps: int, power: float = 0.9, min_ratio: float = 0.0) -> float:
@@ -71,6 +90,16 @@ class SegmentationTask(LightningModule):
         mean: Per-band mean of the training data (raw digital numbers); from the datamodule when ``None``.
         std: Per-band standard deviation; from the datamodule when ``None``.
         class_names: Names of the classes; from the datamodule when ``None``.
+        class_colours: RGB colour per class (class maps, legends); from the datamodule when ``None``.
+        data_name: Name of the training dataset (``dubai``, ``potsdam``, ``folder`` ...); from the datamodule.
+        data_root: Root folder of the training dataset; from the datamodule.
+        data_bands: Band choice of the training data; from the datamodule.
+        data_palette: Palette file of a ``folder`` dataset; from the datamodule.
+        data_label_fraction: Fraction of labelled training patches used; from the datamodule.
+        data_seed: Seed of the label subset; from the datamodule.
+        data_val_split: Split the best checkpoint was chosen on; from the datamodule.
+        data_val_description: How that validation split was made (e.g. ``tile 2 (official val)``); from the
+            datamodule.
     """
 
     def __init__(
@@ -91,6 +120,15 @@ class SegmentationTask(LightningModule):
         mean: list[float] | None = None,
         std: list[float] | None = None,
         class_names: list[str] | None = None,
+        class_colours: list[list[int]] | None = None,
+        data_name: str | None = None,
+        data_root: str | None = None,
+        data_bands: str | list[int] | None = None,
+        data_palette: str | None = None,
+        data_label_fraction: float | None = None,
+        data_seed: int | None = None,
+        data_val_split: str | None = None,
+        data_val_description: str | None = None,
     ) -> None:
         super().__init__()
         if lr <= 0 or min_lr < 0 or min_lr > lr:
@@ -136,11 +174,16 @@ class SegmentationTask(LightningModule):
     def setup(self, stage: str) -> None:
         """Fill unknown sizes and statistics from the datamodule, build the model, load the backbone."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        for name in _FROM_DATA:
-            value = getattr(dm, name, None) if dm is not None else None
-            if value is None or (isinstance(value, int | list | tuple) and not value):
-                continue  # unknown to the datamodule (0 / [] before its setup)
-            value = list(value) if isinstance(value, list | tuple) else value
+        for name, attr in _FROM_DATA.items():
+            value = getattr(dm, attr, None) if dm is not None else None
+            if value is None or (isinstance(value, list | tuple) and not value):
+                continue  # unknown to the datamodule ([] before its setup)
+            if name in ("in_channels", "num_classes") and not value:
+                continue  # 0 before the datamodule's setup
+            if isinstance(value, list | tuple):  # colours are nested tuples: plain lists for YAML/JSON
+                value = [list(v) if isinstance(v, list | tuple) else v for v in value]
+            elif not isinstance(value, str | int | float | bool):
+                value = str(value)  # e.g. a Path root
             value = cast(Any, value)
             current = self.hp.get(name)
             if current is None:

@@ -1,0 +1,172 @@
+"""What a fine-tuning checkpoint says about itself: its model, its data, and how it was chosen.
+
+``falsecl finetune`` stores in the checkpoint's hyper-parameters the training dataset (name, root, bands,
+palette), class names and colours, band statistics, label fraction, seed and the validation split the best
+checkpoint was chosen on (:data:`falsecl.tasks.segmentation._FROM_DATA`). ``evaluate`` and ``predict`` take
+all of these from the checkpoint by default; checkpoints written before these fields existed still load, with
+a warning and Dubai as the assumed data.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from falsecl.inference.preview import class_colours, class_labels
+from falsecl.tasks.segmentation import SegmentationTask
+
+#: Dataset assumed for checkpoints that do not record theirs.
+FALLBACK_DATASET, FALLBACK_ROOT = "dubai", "data/dubai_aerial"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """A checkpoint file, or the best one (by validation mIoU) of a run folder ``runs/<name>``.
+
+    Raises:
+        FileNotFoundError: Neither a file nor a run folder with checkpoints.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        # ModelCheckpoint keeps one best-*.ckpt (save_top_k=1); the newest wins if a user kept several.
+        candidates = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime) or sorted(
+            folder.glob("last.ckpt")
+        )
+        if candidates:
+            return candidates[-1]
+        raise FileNotFoundError(f"no best-*.ckpt or last.ckpt in {folder}; has 'falsecl finetune' run there?")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} not found; pass a run folder runs/<name>, its checkpoints/last.ckpt or a best-*.ckpt"
+        )
+    return path
+
+
+def load_task(checkpoint: str | Path, device: str = "cpu") -> SegmentationTask:
+    """Load a fine-tuning checkpoint for inference (eval mode), checking it carries band statistics.
+
+    Args:
+        checkpoint: ``.ckpt`` written by ``falsecl finetune``, or a run folder (its best checkpoint is used).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+
+    Returns:
+        The task in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: The checkpoint does not exist.
+        ValueError: It is not a segmentation checkpoint or lacks ``mean``/``std``.
+    """
+    path = resolve_checkpoint(checkpoint)
+    try:
+        task = SegmentationTask.load_from_checkpoint(path, map_location="cpu")
+    except Exception as err:  # unpickling errors, missing keys, foreign hyper-parameters
+        raise ValueError(f"{path} is not a falsecl fine-tuning checkpoint ({err})") from err
+    hp = task.hp
+    if task.model is None or not hp.mean or not hp.std:
+        raise ValueError(
+            f"{path} lacks in_channels/num_classes/mean/std in its hyper-parameters; it was not written by "
+            "'falsecl finetune' with a datamodule providing band statistics"
+        )
+    return task.to(resolve_device(device)).eval()
+
+
+def classes_of(task: SegmentationTask) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """Class names and RGB colours of a checkpoint (its training dataset's when it predates stored colours)."""
+    hp = task.hp
+    k = int(hp.num_classes)
+    colours = hp.get("class_colours")
+    if not colours and hp.get("data_name"):
+        from falsecl.datasets import SEGMENTATION_DATASETS
+
+        cls = SEGMENTATION_DATASETS.get(hp.get("data_name"))
+        colours = [list(c) for c in getattr(cls, "colours", ())] or None
+    return class_labels(k, hp.get("class_names")), class_colours(k, colours)
+
+
+def resolve_data(
+    task: SegmentationTask, dataset: str | None, root: str | None, palette: str | None, bands: Any
+) -> tuple[str, str, str | None, Any]:
+    """Dataset, root, palette and bands for evaluation: the checkpoint's own unless given.
+
+    Args:
+        task: The loaded checkpoint.
+        dataset: Explicit dataset name, or ``None`` for the checkpoint's.
+        root: Explicit root, or ``None`` for the checkpoint's (when the dataset is the checkpoint's).
+        palette: Explicit palette file (``folder`` datasets), or ``None``.
+        bands: Explicit band choice, or ``None``.
+
+    Returns:
+        ``(dataset, root, palette, bands)``.
+
+    Raises:
+        ValueError: Another dataset than the checkpoint's without a root.
+    """
+    hp = task.hp
+    own = hp.get("data_name")
+    if own is None:
+        warnings.warn(
+            "the checkpoint does not record its training data (written by an older falsecl); assuming "
+            f"--dataset {dataset or FALLBACK_DATASET} --root {root or FALLBACK_ROOT}. Pass --dataset/--root to be "
+            "sure.",
+            stacklevel=2,
+        )
+        own = dataset or FALLBACK_DATASET
+        root = root or (FALLBACK_ROOT if own == FALLBACK_DATASET else None)
+    dataset = dataset or own
+    same = dataset == own
+    if root is None:
+        root = hp.get("data_root") if same else None
+        if root is None:
+            raise ValueError(
+                f"the checkpoint was trained on {own!r}; to evaluate it on {dataset!r} give --root (the dataset folder)"
+            )
+    if same:
+        palette = palette if palette is not None else hp.get("data_palette")
+        bands = bands if bands is not None else hp.get("data_bands")
+    return dataset, str(root), palette, bands
+
+
+def check_same_classes(task: SegmentationTask, names: list[str], where: str) -> None:
+    """Refuse data whose classes differ from the checkpoint's (count, or names when both are known).
+
+    Raises:
+        ValueError: Naming the checkpoint's and the data's classes and the fix.
+    """
+    hp = task.hp
+    own = hp.get("class_names")
+    if len(names) != int(hp.num_classes) or (own and list(own) != list(names)):
+        raise ValueError(
+            f"the checkpoint predicts {hp.num_classes} classes {list(own) if own else ''} (trained on "
+            f"{hp.get('data_name') or 'unrecorded data'}) but {where} has {len(names)} classes {list(names)}; "
+            "evaluate on data with the same classes, or leave out --dataset to use the checkpoint's own"
+        )
+
+
+def describe_checkpoint(path: Path, task: SegmentationTask) -> dict[str, Any]:
+    """Which checkpoint is scored and on which split it was chosen (for ``metrics.json`` / ``metrics.md``)."""
+    hp = task.hp
+    best = path.name.startswith("best")
+    kind = "best-by-val" if best else "last" if path.name == "last.ckpt" else "given file"
+    split, description = hp.get("data_val_split"), hp.get("data_val_description")
+    if best:
+        where = description or (f"split {split!r}" if split else "an unrecorded validation split")
+        chosen = f"best val/mIoU on {where}"
+    else:
+        chosen = "last training step (not selected on validation)" if kind == "last" else "unknown"
+    return {
+        "file": str(path),
+        "name": path.name,
+        "kind": kind,
+        "selected_on": {"split": split, "description": description},
+        "chosen": chosen,
+    }
