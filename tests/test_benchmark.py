@@ -1,4 +1,4 @@
-"""The benchmark runner's plan, resume logic and report, with a fake command runner."""
+"""The benchmark runner's plan, resume logic, probe cells and report, with a fake command runner."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 import falsecl.benchmark.runner as runner_mod
-from falsecl.benchmark import plan_cells, run_benchmark, summarize, write_report
+from falsecl.benchmark import Method, plan_cells, run_benchmark, summarize, write_report
+from falsecl.benchmark.cli import narrow_args
 from falsecl.benchmark.report import markdown_table
-from falsecl.benchmark.runner import Method
+from falsecl.models.backbones import build_backbone, save_backbone_file
 
 
 class FakeFalsecl:
@@ -30,30 +31,33 @@ class FakeFalsecl:
             (root / "checkpoints").mkdir(parents=True, exist_ok=True)
             (root / "checkpoints" / "last.ckpt").write_text("x")
             if args[0] == "pretrain":
-                (root / "backbone.pt").write_text("x")
+                save_backbone_file(root / "backbone.pt", build_backbone("resnet18"), "resnet18", 3)
             else:
                 (root / "checkpoints" / "best-epoch000-step1.ckpt").write_text("x")
         else:
             out = Path(opts["--output_dir"])
             out.mkdir(parents=True, exist_ok=True)
-            # Deterministic fake scores: the pretrained methods score higher, seeds differ.
+            # Deterministic fake scores: the pretrained methods score higher, seeds differ; road is undefined.
             run_dir = out.parent
             seed = int(run_dir.name[-1])
             base = 0.3 if "random" in str(run_dir) else 0.5
             miou = base + 0.02 * seed
             out.joinpath("metrics.json").write_text(json.dumps(
-                {"mIoU": miou, "OA": 0.8, "kappa": 0.7, "per_class": {"water": {"IoU": miou}, "road": {"IoU": 0.1}}}
+                {"mIoU": miou, "OA": 0.8, "kappa": 0.7, "per_class": {"water": {"IoU": miou}, "road": {"IoU": None}}}
             ))
         return 0
 
 
-METHODS = [Method("random"), Method("false", "configs/pretrain/x.yaml", ["--model.init_args.alpha", "0.5"])]
+METHODS = [Method("random", finetune_args=["--model.backbone_lr_factor", "1.0"]),
+           Method("false", "configs/pretrain/x.yaml", ["--model.init_args.alpha", "0.5"])]
 
 
 def test_plan_cells_order_and_validation():
-    cells = plan_cells(METHODS, [0.01, 1.0], [0, 1])
+    cells = plan_cells(METHODS, [0.01], [0, 1], pretrain_seeds=[0, 1], probe_fractions=[0.05])
     assert [c.slug for c in cells[:4]] == [
-        "random/labels1pct_seed0", "random/labels1pct_seed1", "false/labels1pct_seed0", "false/labels1pct_seed1"]
+        "random/probe/labels5pct_pre0_ft0", "random/probe/labels5pct_pre0_ft1",
+        "random/finetune/labels1pct_pre0_ft0", "random/finetune/labels1pct_pre0_ft1"]
+    assert len(cells) == 2 * 2 * 2 * 2 and cells[-1].slug == "false/finetune/labels1pct_pre1_ft1"
     with pytest.raises(ValueError):
         plan_cells(METHODS, [0.0], [0])
     with pytest.raises(ValueError):
@@ -62,39 +66,62 @@ def test_plan_cells_order_and_validation():
         plan_cells([], [0.1], [0])
 
 
-def test_runs_matrix_then_resumes_without_rerunning(tmp_path, monkeypatch):
+def test_runs_matrix_over_both_seeds_then_resumes_without_rerunning(tmp_path, monkeypatch, capsys):
     fake = FakeFalsecl()
     monkeypatch.setattr(runner_mod, "_subprocess_runner", fake)
-    results = run_benchmark(METHODS, "ft.yaml", [0.1], [0, 1], str(tmp_path))
+    results = run_benchmark(METHODS, "ft.yaml", [0.1, 1.0], [0, 1], pretrain_seeds=[0, 1], output_dir=str(tmp_path))
     commands = [c[0] for c in fake.calls]
-    # Pretraining once for the one pretrained method, 4 fine-tunings, 4 evaluations.
-    assert commands.count("pretrain") == 1
-    assert commands.count("finetune") == 4 and commands.count("evaluate") == 4
-    pre = next(c for c in fake.calls if c[0] == "pretrain")
-    assert pre[-2:] == ["--model.init_args.alpha", "0.5"]
+    # One pretraining per pretraining seed, reused by both fractions; 2 x 2 x 2 fine-tunings per method.
+    assert commands.count("pretrain") == 2
+    assert commands.count("finetune") == 16 and commands.count("evaluate") == 16
+    pre = [c for c in fake.calls if c[0] == "pretrain"]
+    assert pre[0][-4:] == ["--model.init_args.alpha", "0.5", "--seed_everything", "0"]
     ft_false = [c for c in fake.calls if c[0] == "finetune" and "false/" in " ".join(c)]
     assert all("--model.backbone_weights" in c for c in ft_false)
+    assert all(c[c.index("--model.backbone_weights") + 1].endswith(f"pretrain_seed{c[-1][0]}/backbone.pt")
+               for c in ft_false if c[-1] in ("0", "1000"))
     ft_random = [c for c in fake.calls if c[0] == "finetune" and "random/" in " ".join(c)]
     assert not any("--model.backbone_weights" in c for c in ft_random)
-    assert [r["mIoU"] for r in results] == pytest.approx([0.3, 0.32, 0.5, 0.52])
-    assert (tmp_path / "report.md").is_file() and (tmp_path / "miou.png").stat().st_size > 0
-    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert all(c[c.index("--model.backbone_lr_factor") + 1] == "1.0" for c in ft_random)
+    # Same labelled subset for every method at a (fraction, fine-tuning seed): the same --data.seed.
+    subset_args = {tuple(c[c.index("--data.label_fraction"):c.index("--data.label_fraction") + 4])
+                   for c in fake.calls if c[0] == "finetune"}
+    assert len(subset_args) == 4
+    assert {(r["pretrain_seed"], r["finetune_seed"]) for r in results} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert all(r["per_class"]["road"] is None for r in results)
+    assert "[16/16 cells" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == results
+    assert "n/a" in (tmp_path / "report.md").read_text()
 
     fake.calls.clear()
-    again = run_benchmark(METHODS, "ft.yaml", [0.1], [0, 1], str(tmp_path))
+    again = run_benchmark(METHODS, "ft.yaml", [0.1, 1.0], [0, 1], pretrain_seeds=[0, 1], output_dir=str(tmp_path))
     assert fake.calls == [] and again == results
+    narrowed = run_benchmark(METHODS, "ft.yaml", [0.1, 1.0], [0, 1], pretrain_seeds=[0, 1],
+                             output_dir=str(tmp_path / "n"), select_methods=["random"], select_fractions=[0.1],
+                             select_seeds=[0])
+    assert len(narrowed) == 1 and narrowed[0]["method"] == "random"
 
 
 def test_interrupted_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     fake = FakeFalsecl(fail_on="finetune")
     monkeypatch.setattr(runner_mod, "_subprocess_runner", fake)
-    run_dir = tmp_path / "random" / "labels10pct_seed0"
+    run_dir = tmp_path / "random" / "finetune" / "labels10pct_pre0_ft0"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.ckpt").write_text("x")
     with pytest.raises(RuntimeError, match="finetune"):
-        run_benchmark([Method("random")], "ft.yaml", [0.1], [0], str(tmp_path))
+        run_benchmark([Method("random")], "ft.yaml", [0.1], [0], output_dir=str(tmp_path))
     assert fake.calls[-1][-2:] == ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
-    assert not (run_dir / "DONE").exists()
+    assert not (run_dir / "DONE").exists() and not (run_dir / "LOCK").exists()
+
+
+def test_narrowing_flags():
+    assert narrow_args(["--config", "c.yaml", "--methods", "a,b", "--fractions=0.01,0.05", "--seeds", "0"]) == [
+        "--config", "c.yaml", "--select_methods", "[a,b]", "--select_fractions", "[0.01,0.05]",
+        "--select_seeds", "[0]"]
+    assert narrow_args(["--seeds", "[0,1]"]) == ["--seeds", "[0,1]"]
+    with pytest.raises(ValueError, match="not in the configured"):
+        run_benchmark(METHODS, "ft.yaml", [0.1], [0], select_methods=["nope"], dry_run=True)
 
 
 def test_summary_mean_std_and_tables(tmp_path):
@@ -105,9 +132,17 @@ def test_summary_mean_std_and_tables(tmp_path):
     ]
     rows = summarize(cells)
     assert len(rows) == 1
-    mean, std = rows[0]["mIoU"]
-    assert mean == pytest.approx(0.5) and std == pytest.approx(0.1414213562, rel=1e-6)
+    assert rows[0]["mean"] == pytest.approx(0.5) and rows[0]["std"] == pytest.approx(0.1414213562, rel=1e-6)
     table = markdown_table(rows)
-    assert "50.00 ± 14.14" in table and "10 %" in table
+    assert "50.00 ± 14.14 (n=2)" in table and "10 %" in table and "p0/f1: 60.00" in table
     paths = write_report(cells, tmp_path)
     assert "50.00" in paths["html"].read_text()
+
+
+def test_null_iou_renders_na_and_never_crashes(tmp_path):
+    cells = [{"method": "random", "label_fraction": 0.05, "seed": 0, "mIoU": None, "OA": None, "kappa": None,
+              "per_class": {"water": None}},
+             {"method": "simclr", "label_fraction": 0.05, "seed": 0, "mIoU": float("nan"), "per_class": {}}]
+    paths = write_report(cells, tmp_path)
+    text = paths["markdown"].read_text()
+    assert "| random | n/a |" in text and "n/a" in paths["html"].read_text()

@@ -1,6 +1,9 @@
-"""The experiment matrix: pretraining methods x label fractions x seeds, and its report."""
+"""The experiment matrix: pretraining seeds x methods x label fractions x fine-tuning seeds, and its report."""
 
+from falsecl.benchmark.cells import Cell, Method, plan_cells
 from falsecl.benchmark.report import summarize, write_report
-from falsecl.benchmark.runner import Cell, plan_cells, run_benchmark
+from falsecl.benchmark.runner import run_benchmark
+from falsecl.benchmark.stats import paired_difference, verdict
 
-__all__ = ["Cell", "plan_cells", "run_benchmark", "summarize", "write_report"]
+__all__ = ["Cell", "Method", "paired_difference", "plan_cells", "run_benchmark", "summarize", "verdict",
+           "write_report"]

@@ -1,150 +1,244 @@
-"""Report of a benchmark: Markdown and HTML tables plus a PNG chart, from the per-cell metrics.
+"""Report of a benchmark: Markdown and HTML with the headline table, paired differences, figures and every cell.
 
-Each cell result is a dict ``{"method", "label_fraction", "seed", "mIoU", "OA", "kappa", "per_class": {name: IoU}}``
-as collected by :mod:`falsecl.benchmark.runner`.
+Each cell result is a dict ``{"method", "protocol", "label_fraction", "pretrain_seed", "finetune_seed", "mIoU",
+"OA", "kappa", "per_class": {name: IoU}, "wall_s", ...}`` as saved by :mod:`falsecl.benchmark.runner`; older
+results with a single ``seed`` are read as fine-tuning cells of pretraining seed 0. Undefined scores (``None``,
+``NaN``) print as ``n/a`` and never stop the report.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
-import statistics
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from falsecl.benchmark.figures import plot_miou, plot_pretrain_curves, read_pretrain_logs
+from falsecl.benchmark.stats import comparisons, mean_std, paired_table, verdict
+
 Row = dict[str, Any]
 
+PROTOCOL_NAMES = {"probe": "linear probe (frozen encoder)", "finetune": "DeepLabv3+ fine-tuning"}
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    finite = [v for v in values if not math.isnan(v)]
-    if not finite:
-        return math.nan, math.nan
-    return statistics.fmean(finite), (statistics.stdev(finite) if len(finite) > 1 else 0.0)
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def fmt_pct(value: Any, digits: int = 2) -> str:
+    """``100 * value`` with ``digits`` decimals, or ``n/a`` when undefined."""
+    v = _num(value)
+    return "n/a" if v is None else f"{100 * v:.{digits}f}"
+
+
+def _protocol(cell: Row) -> str:
+    return str(cell.get("protocol", "finetune"))
+
+
+def _seed_label(cell: Row) -> str:
+    return f"p{cell.get('pretrain_seed', 0)}/f{cell.get('finetune_seed', cell.get('seed', 0))}"
 
 
 def summarize(results: Sequence[Row]) -> list[Row]:
-    """Aggregate cells over seeds: one row per (method, label fraction), in first-seen order.
-
-    Args:
-        results: Cell results.
-
-    Returns:
-        Rows with ``method``, ``label_fraction``, ``seeds`` (count), ``mIoU``/``OA``/``kappa`` as ``(mean, std)``
-        and ``per_class`` ``{name: mean IoU}``.
-    """
-    groups: dict[tuple[str, float], list[Row]] = {}
+    """One row per (protocol, method, label fraction), in first-seen order: per-seed values, mean, std, n."""
+    groups: dict[tuple[str, str, float], list[Row]] = {}
     for cell in results:
-        groups.setdefault((str(cell["method"]), float(cell["label_fraction"])), []).append(cell)
+        groups.setdefault((_protocol(cell), str(cell["method"]), float(cell["label_fraction"])), []).append(cell)
     rows = []
-    for (method, fraction), cells in groups.items():
-        names = list(cells[0].get("per_class", {}))
-        rows.append(
-            {
-                "method": method,
-                "label_fraction": fraction,
-                "seeds": len(cells),
-                **{key: _mean_std([float(c[key]) for c in cells]) for key in ("mIoU", "OA", "kappa")},
-                "per_class": {n: _mean_std([float(c["per_class"][n]) for c in cells])[0] for n in names},
-            }
-        )
+    for (protocol, method, fraction), cells in groups.items():
+        mean, std, n = mean_std([_num(c.get("mIoU")) for c in cells])
+        names = list(cells[0].get("per_class") or {})
+        rows.append({
+            "protocol": protocol, "method": method, "label_fraction": fraction, "mean": mean, "std": std, "n": n,
+            "cells": len(cells),
+            "values": [(_seed_label(c), _num(c.get("mIoU"))) for c in cells],
+            "per_class": {k: mean_std([_num((c.get("per_class") or {}).get(k)) for c in cells])[0] for k in names},
+        })
     return rows
 
 
-def _pct(value: tuple[float, float], seeds: int) -> str:
-    mean, std = value
-    if math.isnan(mean):
+def _mean_std_text(row: Row) -> str:
+    if row["mean"] is None:
         return "n/a"
-    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if seeds > 1 else "")
+    return fmt_pct(row["mean"]) + (f" ± {fmt_pct(row['std'])}" if row["std"] is not None else "") + f" (n={row['n']})"
 
 
-def _table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+def headline_tables(rows: Sequence[Row]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Per protocol: a method x label fraction table of ``mean ± std (n)`` test mIoU %."""
+    tables = []
+    for protocol in dict.fromkeys(r["protocol"] for r in rows):
+        mine = [r for r in rows if r["protocol"] == protocol]
+        fractions = sorted({r["label_fraction"] for r in mine})
+        header = ["method"] + [f"{100 * f:g} % labels" for f in fractions]
+        body = []
+        for method in dict.fromkeys(r["method"] for r in mine):
+            cells = {r["label_fraction"]: r for r in mine if r["method"] == method}
+            body.append([method] + [_mean_std_text(cells[f]) if f in cells else "-" for f in fractions])
+        tables.append((PROTOCOL_NAMES.get(protocol, protocol), header, body))
+    return tables
+
+
+def seed_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+    """Every per-seed value (``p<pretraining seed>/f<fine-tuning seed>``) and the per-class mean IoU."""
     names = list(rows[0]["per_class"]) if rows else []
-    header = ["method", "labels", "seeds", "mIoU %", "OA %", "Kappa %"] + [f"{n} IoU %" for n in names]
-    body = []
-    for r in rows:
-        per_class = [f"{100 * r['per_class'][n]:.2f}" for n in names]
-        body.append(
-            [r["method"], f"{100 * r['label_fraction']:g} %", str(r["seeds"])]
-            + [_pct(r[k], r["seeds"]) for k in ("mIoU", "OA", "kappa")]
-            + per_class
-        )
+    header = ["protocol", "method", "labels", "per-seed mIoU %", "mean ± std"] + [f"{n} IoU %" for n in names]
+    body = [[r["protocol"], r["method"], f"{100 * r['label_fraction']:g} %",
+             ", ".join(f"{s}: {fmt_pct(v)}" for s, v in r["values"]), _mean_std_text(r)]
+            + [fmt_pct(r["per_class"].get(n)) for n in names] for r in rows]
     return header, body
 
 
-def markdown_table(rows: Sequence[Row]) -> str:
-    """The summary as a Markdown table."""
-    header, body = _table(rows)
+def diff_table(diffs: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+    """The paired differences in percentage points, with interval, p-values and the verdict."""
+    header = ["protocol", "labels", "method − reference", "n", "mean diff (points)", "95 % CI", "paired t p",
+              "Wilcoxon p", "verdict"]
+    body = []
+    for d in diffs:
+        ci = "n/a" if d["ci_low"] is None else f"[{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
+        mean = "n/a" if d["mean"] is None else f"{100 * d['mean']:+.2f}"
+        body.append([d["protocol"], f"{100 * d['label_fraction']:g} %", f"{d['method']} − {d['reference']}",
+                     str(d["n"]), mean, ci, "n/a" if d["p_t"] is None else f"{d['p_t']:.3f}",
+                     "n/a" if d["p_wilcoxon"] is None else f"{d['p_wilcoxon']:.3f}",
+                     verdict(d, d["method"], d["reference"]).split(": ", 1)[1].split(" (", 1)[0]])
+    return header, body
+
+
+def cells_table(results: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+    """Every cell: its seeds, score, wall time and what it started from."""
+    header = ["method", "protocol", "labels", "pretrain seed", "fine-tune seed", "mIoU %", "cell wall (s)",
+              "pretraining wall (s)", "finished", "backbone"]
+
+    def secs(v: Any) -> str:
+        x = _num(v)
+        return "n/a" if x is None else f"{x:.0f}"
+
+    body = [[str(c["method"]), _protocol(c), f"{100 * float(c['label_fraction']):g} %",
+             str(c.get("pretrain_seed", 0)), str(c.get("finetune_seed", c.get("seed", 0))), fmt_pct(c.get("mIoU")),
+             secs(c.get("wall_s")), secs(c.get("pretrain_wall_s")), str(c.get("finished", "n/a")),
+             str(c.get("backbone", "n/a"))] for c in results]
+    return header, body
+
+
+def markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body]) + "\n"
 
 
-def _plot(rows: Sequence[Row], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    fractions = sorted({r["label_fraction"] for r in rows})
-    width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(fractions) + 2), 3.6))
-    for k, method in enumerate(methods):
-        xs, means, stds = [], [], []
-        for j, fraction in enumerate(fractions):
-            match = [r for r in rows if r["method"] == method and r["label_fraction"] == fraction]
-            if match:
-                xs.append(j + (k - (len(methods) - 1) / 2) * width)
-                means.append(100 * match[0]["mIoU"][0])
-                stds.append(100 * match[0]["mIoU"][1])
-        ax.bar(xs, means, width, yerr=stds, label=method, capsize=3)
-    ax.set_xticks(range(len(fractions)), [f"{100 * f:g} % labels" for f in fractions])
-    ax.set_ylabel("test mIoU (%)")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+def markdown_table(rows: Sequence[Row]) -> str:
+    """Per-seed values and mean ± std as a Markdown table."""
+    return markdown(*seed_table(rows))
 
 
-def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "falsecl benchmark") -> dict[str, Path]:
-    """Write ``report.md``, ``report.html`` and ``miou.png`` into ``out_dir``.
+def _html_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+    return f"<table><tr>{head}</tr>{rows}</table>"
+
+
+def _versions() -> str:
+    import importlib.metadata as md
+
+    parts = [f"python {platform.python_version()}"]
+    for pkg in ("falsecl", "torch", "lightning", "segmentation-models-pytorch", "scipy"):
+        try:
+            parts.append(f"{pkg} {md.version(pkg)}")
+        except md.PackageNotFoundError:
+            continue
+    return ", ".join(parts) + f"; {platform.machine()} {platform.system()}"
+
+
+def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "falsecl benchmark",
+                 methods: Sequence[Row] | None = None, intro: str = "") -> dict[str, Path]:
+    """Write ``report.md``, ``report.html``, ``miou.png`` and (when logged) ``pretrain_curves.png``.
 
     Args:
         results: Cell results (see module docstring).
-        out_dir: Destination folder.
+        out_dir: Destination folder (also searched for ``<method>/pretrain_seed*/csv/metrics.csv`` and
+            ``benchmark_args.json``).
         title: Heading of the report.
+        methods: ``{"name", "pretrained", "base"}`` per method for the comparisons (default: read from
+            ``benchmark_args.json``, else random init is any method whose name starts with ``random``).
+        intro: Text placed under the heading (the headline sentence).
 
     Returns:
         The paths written, by kind.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    args_path = out / "benchmark_args.json"
+    args = json.loads(args_path.read_text()) if args_path.is_file() else {}
+    if methods is None:
+        methods = args.get("method_info") or [
+            {"name": n, "pretrained": not n.startswith("random"), "base": None}
+            for n in dict.fromkeys(str(c["method"]) for c in results)]
     rows = summarize(results)
-    png = out / "miou.png"
+    diffs = paired_table(results, comparisons(methods))
+    paths: dict[str, Path] = {}
     if rows:
-        _plot(rows, png)
+        plot_miou(rows, out / "miou.png")
+        paths["png"] = out / "miou.png"
+    logs = read_pretrain_logs(out, [m["name"] for m in methods])
+    curves = plot_pretrain_curves(logs, out / "pretrain_curves.png") if logs else []
+    has_diag = any(c.startswith("train/diag_") for c in curves)
+    sections: list[tuple[str, str, Any]] = []  # (heading, text, table or image)
+    for name, header, body in headline_tables(rows):
+        sections.append((f"Test mIoU %, {name}", "mean ± std over seeds (n = defined values)", (header, body)))
+    if rows:
+        sections.append(("mIoU against label fraction", "", "miou.png"))
+    sections.append(("Paired differences", "Over cells with the same label fraction, pretraining seed and "
+                     "fine-tuning seed; 95 % Student-t interval of the mean difference. A verdict other than "
+                     "'no significant difference' needs an interval that excludes 0.", diff_table(diffs)))
+    sections.append(("Per-seed values", "", seed_table(rows)))
+    diag_text = ("FALSE fire rate" + (" and false-negative diagnostics" if has_diag else "")
+                 + " logged during pretraining (one line per pretraining seed)."
+                 + ("" if has_diag else " False-negative diagnostics were not logged by these pretraining runs."))
+    if curves:
+        sections.append(("FALSE during pretraining", diag_text, "pretrain_curves.png"))
+    else:
+        sections.append(("FALSE during pretraining", "No fire rate or diagnostics were logged.", None))
+    if (out / "panel.png").is_file():
+        sections.append(("Predictions on test images", args.get("panel_caption", ""), "panel.png"))
+    sections.append(("Every cell", "", cells_table(results)))
+    config = args.get("arguments")
+    setup = f"Versions: {_versions()}." + (f" Total wall time of the cells: {args['wall_time']}." if
+                                           args.get("wall_time") else "")
+    md_parts = [f"# {title}\n", intro + "\n" if intro else "", setup + "\n"]
+    html_parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>" if intro else "",
+                  f"<p>{html.escape(setup)}</p>"]
+    for heading, text, content in sections:
+        md_parts.append(f"\n## {heading}\n\n" + (text + "\n\n" if text else ""))
+        html_parts.append(f"<h2>{html.escape(heading)}</h2>" + (f"<p>{html.escape(text)}</p>" if text else ""))
+        if isinstance(content, tuple):
+            md_parts.append(markdown(*content))
+            html_parts.append(_html_table(*content))
+        elif isinstance(content, str):
+            md_parts.append(f"![{heading}]({content})\n")
+            html_parts.append(f"<p><img src='{html.escape(content)}' alt='{html.escape(heading)}'></p>")
+        elif not rows and heading.startswith("Every"):
+            md_parts.append("No finished cell yet.\n")
+    if config:
+        text = json.dumps(config, indent=2)
+        md_parts.append(f"\n## Configuration\n\n```json\n{text}\n```\n")
+        html_parts.append(f"<h2>Configuration</h2><pre>{html.escape(text)}</pre>")
     md = out / "report.md"
-    md.write_text(
-        f"# {title}\n\nTest-split scores of DeepLabv3+ fine-tuned from each pretraining, mean ± std over seeds.\n\n"
-        + markdown_table(rows)
-        + ("\n![mIoU per method](miou.png)\n" if rows else "\nNo finished cell yet.\n")
-    )
-    header, body = _table(rows)
-    cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><table><tr>"
-        + "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        + f"</tr>{cells}</table>"
-        + ("<p><img src='miou.png' alt='mIoU per method'></p>" if rows else "")
-        + "</body></html>\n"
-    )
-    page_path = out / "report.html"
-    page_path.write_text(page)
-    return {"markdown": md, "html": page_path, "png": png}
+    md.write_text("".join(md_parts))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+            "body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;margin:0.5em 0}"
+            "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;font-size:13px}img{max-width:100%}"
+            "pre{background:#f6f6f6;padding:1em;font-size:12px}</style></head><body>"
+            + "".join(html_parts) + "</body></html>\n")
+    (out / "report.html").write_text(page)
+    paths.update({"markdown": md, "html": out / "report.html"})
+    if curves:
+        paths["curves"] = out / "pretrain_curves.png"
+    return paths

@@ -1,15 +1,23 @@
-"""Run the experiment matrix: pretrain each method once, fine-tune per label fraction and seed, evaluate, report.
+"""Run the experiment matrix: pretraining seeds x methods, then a linear probe and/or fine-tuning per cell, report.
 
-Every step is a ``falsecl`` sub-command run in its own process, so one cell's failure or a kill never corrupts
-another. The runner is restartable: a finished step (marked by a ``DONE`` file written after the command exits 0,
-or by ``metrics.json`` for an evaluation) is skipped, and an interrupted training step resumes from its
-``checkpoints/last.ckpt``. Results accumulate in ``<output_dir>/results.json`` and the report is rewritten after
-every cell.
+Every cell is identified by (method, protocol, label fraction, pretraining seed, fine-tuning seed):
+- each (method, pretraining seed) is pretrained once, and that backbone serves every fraction and protocol;
+- at a given (fraction, fine-tuning seed) every method trains on the same labelled patches (the subset is drawn by
+  :func:`falsecl.datasets.subsets.label_fraction_subset` from that seed; the ids are written to
+  ``<output_dir>/subsets/`` for the record);
+- ``probe``: the frozen backbone's linear segmentation probe (:mod:`falsecl.benchmark.probe`); ``finetune``:
+  DeepLabv3+ fine-tuned with ``falsecl finetune`` and scored with ``falsecl evaluate``.
+
+Training steps are ``falsecl`` sub-commands in their own process, so a failure or a kill never corrupts another
+cell. The runner is restartable: a finished step is marked by ``DONE`` (or a cell's ``metrics.json``) and skipped,
+an interrupted training resumes from ``checkpoints/last.ckpt``, and a step whose ``LOCK`` names a live process
+(another runner) is waited for. ``results.json`` and the report are rewritten after every cell.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,56 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from falsecl.benchmark.cells import Cell, Method, load_cell_result, plan_cells, progress_line, save_cell_result
 from falsecl.benchmark.report import write_report
 
 Runner = Callable[[list[str]], int]
 
-
-@dataclass
-class Method:
-    """One pretraining method of the matrix.
-
-    Attributes:
-        name: Label in the report (also the run folder name).
-        pretrain_config: ``falsecl pretrain`` YAML; ``None`` means no pretraining (random initialisation).
-        pretrain_args: Extra ``falsecl pretrain`` arguments for this method (e.g. ``--model.init_args.selection
-            official``).
-    """
-
-    name: str
-    pretrain_config: str | None = None
-    pretrain_args: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One fine-tuning + evaluation of the matrix."""
-
-    method: str
-    label_fraction: float
-    seed: int
-
-    @property
-    def slug(self) -> str:
-        """Folder name of the cell."""
-        return f"{self.method}/labels{100 * self.label_fraction:g}pct_seed{self.seed}"
-
-
-def plan_cells(methods: Sequence[Method], label_fractions: Sequence[float], seeds: Sequence[int]) -> list[Cell]:
-    """All cells in run order (fraction-major, so a partial run already covers every method at a fraction).
-
-    Raises:
-        ValueError: On an empty matrix, duplicate method names or a fraction outside (0, 1].
-    """
-    if not methods or not label_fractions or not seeds:
-        raise ValueError("the benchmark needs at least one method, one label fraction and one seed")
-    names = [m.name for m in methods]
-    if len(set(names)) != len(names):
-        raise ValueError(f"method names must be unique, got {names}")
-    for fraction in label_fractions:
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"label fractions must be in (0, 1] (1 % is 0.01), got {fraction}")
-    return [Cell(m.name, f, s) for f in label_fractions for m in methods for s in seeds]
+__all__ = ["Cell", "Method", "plan_cells", "run_benchmark"]
 
 
 def _subprocess_runner(args: list[str]) -> int:
@@ -75,18 +39,86 @@ def _subprocess_runner(args: list[str]) -> int:
     return subprocess.call([sys.executable, "-m", "falsecl.cli", *args])
 
 
-def _train_step(cmd: str, config: str, run_dir: Path, extra: Sequence[str], run: Runner) -> None:
-    """Run a training sub-command unless done; resume it when a last checkpoint exists."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _wait_for_lock(run_dir: Path, poll_s: float = 10.0) -> None:
+    """Wait while another live process holds ``run_dir/LOCK`` and the step is not done."""
+    lock = run_dir / "LOCK"
+    while lock.is_file() and not (run_dir / "DONE").is_file():
+        try:
+            pid = int(lock.read_text().split()[0])
+        except (ValueError, IndexError):
+            return
+        if pid == os.getpid() or not _pid_alive(pid):
+            return
+        time.sleep(poll_s)
+
+
+def _done_wall(run_dir: Path) -> float | None:
+    """Wall seconds recorded in ``DONE`` (``None`` for the older plain-timestamp marker)."""
+    try:
+        return float(json.loads((run_dir / "DONE").read_text())["wall_s"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+
+
+def _train_step(cmd: str, config: str, run_dir: Path, extra: Sequence[str], run: Runner) -> float | None:
+    """Run a training sub-command unless done; resume it when a last checkpoint exists. Returns its wall time."""
+    _wait_for_lock(run_dir)
     if (run_dir / "DONE").is_file():
-        return
+        return _done_wall(run_dir)
     args = [cmd, "--config", config, "--trainer.default_root_dir", str(run_dir), *extra]
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
         args += ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
-    code = run(args)
+    start = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "LOCK").write_text(f"{os.getpid()}\n")
+    try:
+        code = run(args)
+    finally:
+        (run_dir / "LOCK").unlink(missing_ok=True)
     if code != 0:
         raise RuntimeError(f"'falsecl {cmd}' failed with exit code {code} for {run_dir}; fix it and rerun the "
                            "benchmark: finished steps are kept and this one resumes")
-    (run_dir / "DONE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    wall = time.perf_counter() - start
+    (run_dir / "DONE").write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": wall}))
+    return wall
+
+
+def _finetune_data(config: str) -> dict[str, Any]:
+    """The ``data`` section of the fine-tuning YAML (dataset, root, patch size ...), empty when unreadable."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(config).read_text()).get("data", {})
+    except (OSError, AttributeError, yaml.YAMLError):
+        return {}
+    return dict(data) if isinstance(data, dict) else {}
+
+
+def _narrow(values: list[Any], keep: Sequence[Any] | None, what: str) -> list[Any]:
+    if keep is None:
+        return values
+    unknown = [v for v in keep if v not in values]
+    if unknown:
+        raise ValueError(f"--{what} {unknown} not in the configured {what} {values}")
+    return [v for v in values if v in keep]
+
+
+@dataclass
+class _State:
+    """What the loop accumulates: results, the cells this process ran, the cell count."""
+
+    total: int
+    results: list[dict[str, Any]] = field(default_factory=list)
+    ran: int = 0
+    start: float = field(default_factory=time.perf_counter)
 
 
 def run_benchmark(
@@ -94,75 +126,198 @@ def run_benchmark(
     finetune_config: str = "configs/finetune/cpu_quick.yaml",
     label_fractions: list[float] | None = None,
     seeds: list[int] | None = None,
+    pretrain_seeds: list[int] | None = None,
+    probe_fractions: list[float] | None = None,
     output_dir: str = "runs/benchmark",
     pretrain_args: list[str] | None = None,
     finetune_args: list[str] | None = None,
     evaluate_args: list[str] | None = None,
+    probe_window: int = 256,
+    probe_steps: int = 300,
+    title: str = "falsecl benchmark",
+    select_methods: list[str] | None = None,
+    select_fractions: list[float] | None = None,
+    select_seeds: list[int] | None = None,
     dry_run: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) the matrix and write ``results.json``, ``report.md``, ``report.html`` and ``miou.png``.
+    """Run (or resume) the matrix and write ``results.json``, ``report.md``, ``report.html`` and PNGs.
 
     Args:
         methods: Pretraining methods; one without ``pretrain_config`` is the random-initialisation baseline.
-        finetune_config: ``falsecl finetune`` YAML shared by all cells.
-        label_fractions: Labelled share of the training patches (default ``[0.01, 0.1, 1.0]``).
-        seeds: Fine-tuning seeds (label subset and training); pretraining runs once per method.
+        finetune_config: ``falsecl finetune`` YAML shared by all fine-tuning cells (its ``data`` section also
+            sets the probe's dataset, root and patch size).
+        label_fractions: Fine-tuning label fractions (default ``[0.01, 0.1, 1.0]``; ``[]``: no fine-tuning).
+        seeds: Fine-tuning seeds: the label subset, the probe head and the fine-tuning run.
+        pretrain_seeds: Pretraining seeds (also the random initialisation's seed); default ``[0]``.
+        probe_fractions: Label fractions of the frozen-encoder linear probe (default none).
         output_dir: Root of all runs of the benchmark.
         pretrain_args: Extra arguments for every pretraining (e.g. ``--trainer.max_epochs 1``).
-        finetune_args: Extra arguments for every fine-tuning.
-        evaluate_args: Extra arguments for every evaluation (e.g. ``--split test --tta true``).
+        finetune_args: Extra arguments for every fine-tuning (a method's own ``finetune_args`` come after).
+        evaluate_args: Extra arguments for every evaluation (e.g. ``--split test --window 256``).
+        probe_window: Sliding-window side of the probe's evaluation.
+        probe_steps: Training steps of each probe head.
+        title: Heading of the report.
+        select_methods: Run only these methods (``--methods a,b``).
+        select_fractions: Run only these fractions (``--fractions 0.01,0.05``).
+        select_seeds: Run only cells whose pretraining and fine-tuning seeds are in this list (``--seeds 0,1``).
         dry_run: Print the plan and exit.
 
     Returns:
         The results of the finished cells.
     """
-    fractions = label_fractions if label_fractions is not None else [0.01, 0.1, 1.0]
-    cells = plan_cells(methods, fractions, seeds if seeds is not None else [0])
-    run: Runner = _subprocess_runner
-    out = Path(output_dir)
     by_name = {m.name: m for m in methods}
+    chosen = [by_name[n] for n in _narrow(list(by_name), select_methods, "methods")]
+    ft_fr = _narrow(list(label_fractions if label_fractions is not None else [0.01, 0.1, 1.0]),
+                    select_fractions and [f for f in select_fractions if f in (label_fractions or [])], "fractions")
+    pr_fr = _narrow(list(probe_fractions or []),
+                    select_fractions and [f for f in select_fractions if f in (probe_fractions or [])], "fractions")
+    ft_seeds = _narrow(list(seeds if seeds is not None else [0]), select_seeds and
+                       [s for s in select_seeds if s in (seeds or [0])], "seeds")
+    pre_seeds = _narrow(list(pretrain_seeds if pretrain_seeds is not None else [0]), select_seeds and
+                        [s for s in select_seeds if s in (pretrain_seeds or [0])], "seeds")
+    cells = plan_cells(chosen, ft_fr, ft_seeds, pre_seeds, pr_fr)
+    out = Path(output_dir)
     if dry_run:
         for cell in cells:
-            print(f"{cell.slug}: pretrain={by_name[cell.method].pretrain_config or 'none (random init)'}")
+            method = by_name[cell.method]
+            print(f"{cell.slug}: pretrain={method.pretrain_config or 'none (random init)'}")
+        print(f"{len(cells)} cells")
         return []
     out.mkdir(parents=True, exist_ok=True)
-    results: list[dict[str, Any]] = []
-    for i, cell in enumerate(cells, 1):
-        method = by_name[cell.method]
-        print(f"[{i}/{len(cells)}] {cell.slug}", flush=True)
-        ft_extra = list(finetune_args or [])
-        if method.pretrain_config is not None:
-            pre_dir = out / method.name / "pretrain"
-            _train_step("pretrain", method.pretrain_config, pre_dir, [*(pretrain_args or []), *method.pretrain_args],
-                        run)
-            ft_extra += ["--model.backbone_weights", str(pre_dir / "backbone.pt")]
-        ft_dir = out / cell.slug
-        ft_extra += ["--data.label_fraction", str(cell.label_fraction), "--data.seed", str(cell.seed),
-                     "--seed_everything", str(cell.seed)]
-        _train_step("finetune", finetune_config, ft_dir, ft_extra, run)
-        metrics_path = ft_dir / "eval" / "metrics.json"
+    data = _finetune_data(finetune_config)
+    state = _State(total=len(cells))
+    record = {
+        "arguments": {"methods": [vars(m) for m in methods], "finetune_config": finetune_config,
+                      "finetune_data": data, "label_fractions": ft_fr, "probe_fractions": pr_fr,
+                      "finetune_seeds": ft_seeds, "pretrain_seeds": pre_seeds, "pretrain_args": pretrain_args,
+                      "finetune_args": finetune_args, "evaluate_args": evaluate_args, "probe_window": probe_window,
+                      "probe_steps": probe_steps},
+        "method_info": [{"name": m.name, "pretrained": m.pretrain_config is not None, "base": m.base}
+                        for m in methods],
+    }
+    _write_args(out, record)
+    for p in pre_seeds:
+        for method in chosen:
+            mine = [c for c in cells if c.method == method.name and c.pretrain_seed == p]
+            if not mine:
+                continue
+            backbone: str | None = None
+            pre_wall = None
+            if method.pretrain_config is not None:
+                pre_dir = out / method.name / f"pretrain_seed{p}"
+                print(f"pretraining {method.name} seed {p}", flush=True)
+                pre_wall = _train_step("pretrain", method.pretrain_config, pre_dir,
+                                       [*(pretrain_args or []), *method.pretrain_args, "--seed_everything", str(p)],
+                                       _subprocess_runner)
+                backbone = str(pre_dir / "backbone.pt")
+            probe_cells = [c for c in mine if c.protocol == "probe"]
+            if probe_cells:
+                _run_probe_cells(probe_cells, backbone, p, data, out, probe_window, probe_steps, pre_wall, state)
+                write_report(state.results, out, title=title)
+            for cell in (c for c in mine if c.protocol == "finetune"):
+                _run_finetune_cell(cell, method, backbone, finetune_config, data, finetune_args, evaluate_args, out,
+                                   pre_wall, state)
+                write_report(state.results, out, title=title)
+    record["wall_time"] = f"{time.perf_counter() - state.start:.0f} s in this run"
+    if pr_fr:
+        from falsecl.benchmark.panel import write_panel
+
+        caption = write_panel(out, data, state.results, [m.name for m in chosen if m.base is None][:2]
+                              + [m.name for m in chosen if m.base is not None][:1])
+        if caption:
+            record["panel_caption"] = caption
+    _write_args(out, record)
+    write_report(state.results, out, title=title)
+    print(f"report: {out / 'report.html'}")
+    return state.results
+
+
+def _write_args(out: Path, record: dict[str, Any]) -> None:
+    tmp = out / "benchmark_args.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(out / "benchmark_args.json")
+
+
+def _record(state: _State, out: Path, result: dict[str, Any], measured: float | None) -> None:
+    state.results.append(result)
+    if measured is not None:
+        state.ran += 1
+    print(progress_line(len(state.results), state.total, state.ran, time.perf_counter() - state.start) + " "
+          + f"{result['method']} {result['protocol']} {100 * result['label_fraction']:g} % "
+          f"pre{result['pretrain_seed']} ft{result['finetune_seed']}: mIoU {result['mIoU']}", flush=True)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(state.results, indent=2) + "\n")
+    tmp.replace(out / "results.json")
+
+
+def _run_probe_cells(cells: list[Cell], backbone: str | None, pretrain_seed: int, data: dict[str, Any], out: Path,
+                     window: int, steps: int, pre_wall: float | None, state: _State) -> None:
+    """Probe one backbone at all its cells that are not done yet (one feature extraction, one test pass)."""
+    todo = [c for c in cells if load_cell_result(out / c.slug) is None]
+    if todo:
+        import torch
+
+        from falsecl.benchmark.probe import ProbeSchedule, probe_backbone
+        from falsecl.datamodules import SegmentationDataModule
+        from falsecl.datasets.subsets import label_fraction_subset, save_ids
+
+        start = time.perf_counter()
+        keys = ("dataset", "root", "palette", "bands", "patch_size", "stride", "stats_patches")
+        dm = SegmentationDataModule(**{k: data[k] for k in keys if k in data},
+                                    stats_path=str(out / "probe_cache" / "band_stats.json"))
+        dm.setup()
+        if dm.train_full is None:
+            raise RuntimeError("the probe's training patches could not be indexed")
+        patches, ids = dm.train_full.patches, dm.train_full.patch_ids
+        subsets = {}
+        for c in todo:
+            subsets[(c.label_fraction, c.finetune_seed)] = label_fraction_subset(patches, c.label_fraction,
+                                                                                 c.finetune_seed)
+            name = f"labels{100 * c.label_fraction:g}pct_seed{c.finetune_seed}.txt"
+            if not (out / "subsets" / name).is_file():
+                save_ids([ids[i] for i in subsets[(c.label_fraction, c.finetune_seed)]], out / "subsets" / name)
+        metrics, heads = probe_backbone(backbone, [(c.label_fraction, c.finetune_seed) for c in todo], subsets, dm,
+                                 out / "probe_cache", backbone_seed=pretrain_seed,
+                                 schedule=ProbeSchedule(steps=steps), window=window)
+        wall = (time.perf_counter() - start) / len(todo)
+        for c, m, head in zip(todo, metrics, heads, strict=True):
+            (out / c.slug).mkdir(parents=True, exist_ok=True)
+            torch.save(head.state_dict(), out / c.slug / "head.pt")
+            save_cell_result(out / c.slug, c, m, wall_s=wall, pretrain_wall_s=pre_wall,
+                             extra={"backbone": backbone or f"random init (seed {pretrain_seed})"})
+    for c in cells:
+        result = load_cell_result(out / c.slug)
+        if result is not None:
+            _record(state, out, result, result["wall_s"] if c in todo else None)
+
+
+def _run_finetune_cell(cell: Cell, method: Method, backbone: str | None, config: str, data: dict[str, Any],
+                       finetune_args: list[str] | None, evaluate_args: list[str] | None, out: Path,
+                       pre_wall: float | None, state: _State) -> None:
+    """Fine-tune and evaluate one cell unless it is done."""
+    cell_dir = out / cell.slug
+    result = load_cell_result(cell_dir)
+    measured = None
+    if result is None:
+        start = time.perf_counter()
+        extra = [*(finetune_args or []), *method.finetune_args]
+        if backbone is not None:
+            extra += ["--model.backbone_weights", backbone]
+        # The subset depends on (fraction, fine-tuning seed) only; training noise also on the pretraining seed,
+        # so that random initialisation varies over the pretraining seeds too.
+        extra += ["--data.label_fraction", str(cell.label_fraction), "--data.seed", str(cell.finetune_seed),
+                  "--seed_everything", str(cell.finetune_seed + 1000 * cell.pretrain_seed)]
+        _train_step("finetune", config, cell_dir, extra, _subprocess_runner)
+        metrics_path = cell_dir / "eval" / "metrics.json"
         if not metrics_path.is_file():
-            # A run folder: evaluate picks its best checkpoint by validation mIoU.
-            code = run(["evaluate", "--checkpoint", str(ft_dir), "--output_dir",
-                        str(ft_dir / "eval"), *(evaluate_args or [])])
+            data_args = [a for k in ("dataset", "root") if k in data for a in (f"--{k}", str(data[k]))]
+            code = _subprocess_runner(["evaluate", "--checkpoint", str(cell_dir), "--output_dir",
+                                       str(cell_dir / "eval"), *data_args, *(evaluate_args or [])])
             if code != 0 or not metrics_path.is_file():
-                raise RuntimeError(f"'falsecl evaluate' failed (exit code {code}) for {ft_dir}")
-        metrics = json.loads(metrics_path.read_text())
-        results.append(
-            {
-                "method": cell.method,
-                "label_fraction": cell.label_fraction,
-                "seed": cell.seed,
-                "mIoU": metrics["mIoU"],
-                "OA": metrics["OA"],
-                "kappa": metrics["kappa"],
-                "per_class": {name: v["IoU"] for name, v in metrics["per_class"].items()},
-                "run_dir": str(ft_dir),
-            }
-        )
-        tmp = out / "results.json.tmp"
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(out / "results.json")
-        write_report(results, out)
-    print(f"report: {out / 'report.md'}")
-    return results
+                raise RuntimeError(f"'falsecl evaluate' failed (exit code {code}) for {cell_dir}")
+        measured = time.perf_counter() - start
+        save_cell_result(cell_dir, cell, json.loads(metrics_path.read_text()), wall_s=measured,
+                         pretrain_wall_s=pre_wall, extra={"backbone": backbone or "random init"})
+        result = load_cell_result(cell_dir)
+    if result is not None:
+        _record(state, out, result, measured)

@@ -1,0 +1,136 @@
+"""The benchmark's matrix: methods, cells, their result files and the progress line."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from falsecl.metrics import json_ready
+
+
+@dataclass
+class Method:
+    """One pretraining method of the matrix.
+
+    Attributes:
+        name: Label in the report (also the run folder name).
+        pretrain_config: ``falsecl pretrain`` YAML; ``None`` means no pretraining (random initialisation).
+        pretrain_args: Extra ``falsecl pretrain`` arguments for this method (e.g. ``--model.init_args.selection
+            official``).
+        finetune_args: Extra ``falsecl finetune`` arguments for this method only (e.g. the encoder learning-rate
+            factor that suits a random initialisation).
+        base: Name of the method this one modifies (``simclr_false`` -> ``simclr_ntxent``); the report gives
+            their paired difference.
+    """
+
+    name: str
+    pretrain_config: str | None = None
+    pretrain_args: list[str] = field(default_factory=list)
+    finetune_args: list[str] = field(default_factory=list)
+    base: str | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One probe or fine-tuning + evaluation of the matrix."""
+
+    method: str
+    label_fraction: float
+    finetune_seed: int
+    pretrain_seed: int = 0
+    protocol: str = "finetune"
+
+    @property
+    def slug(self) -> str:
+        """Folder of the cell, relative to the benchmark's output folder."""
+        return (f"{self.method}/{self.protocol}/labels{100 * self.label_fraction:g}pct"
+                f"_pre{self.pretrain_seed}_ft{self.finetune_seed}")
+
+
+def plan_cells(
+    methods: Sequence[Method],
+    label_fractions: Sequence[float],
+    seeds: Sequence[int],
+    pretrain_seeds: Sequence[int] = (0,),
+    probe_fractions: Sequence[float] = (),
+) -> list[Cell]:
+    """All cells in run order: pretraining seed, then method, then probe cells, then fine-tuning cells.
+
+    Seed-major order means a partial run already holds every method at the first seeds, so paired differences
+    exist early.
+
+    Raises:
+        ValueError: On an empty matrix, duplicate method names, an unknown ``base`` or a fraction outside (0, 1].
+    """
+    if not methods or not (label_fractions or probe_fractions) or not seeds or not pretrain_seeds:
+        raise ValueError("the benchmark needs at least one method, one label fraction and one seed")
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"method names must be unique, got {names}")
+    for fraction in [*label_fractions, *probe_fractions]:
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"label fractions must be in (0, 1] (1 % is 0.01), got {fraction}")
+    cells = []
+    for p in pretrain_seeds:
+        for m in methods:
+            cells += [Cell(m.name, f, s, p, "probe") for f in probe_fractions for s in seeds]
+            cells += [Cell(m.name, f, s, p, "finetune") for f in label_fractions for s in seeds]
+    return cells
+
+
+def save_cell_result(cell_dir: Path, cell: Cell, metrics: Mapping[str, Any], wall_s: float,
+                     pretrain_wall_s: float | None = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``<cell_dir>/result.json``: the cell's seeds, scores (``null`` where undefined) and wall time."""
+    result = {
+        "method": cell.method,
+        "protocol": cell.protocol,
+        "label_fraction": cell.label_fraction,
+        "pretrain_seed": cell.pretrain_seed,
+        "finetune_seed": cell.finetune_seed,
+        "mIoU": metrics.get("mIoU"),
+        "OA": metrics.get("OA"),
+        "kappa": metrics.get("kappa"),
+        "per_class": {name: v.get("IoU") for name, v in metrics.get("per_class", {}).items()},
+        "run_dir": str(cell_dir),
+        "wall_s": wall_s,
+        "pretrain_wall_s": pretrain_wall_s,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **dict(extra or {}),
+    }
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cell_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(json_ready(result), indent=2) + "\n")
+    tmp.replace(cell_dir / "result.json")
+    return result
+
+
+def load_cell_result(cell_dir: Path) -> dict[str, Any] | None:
+    """The cell's saved result, or ``None`` when it has not finished."""
+    path = cell_dir / "result.json"
+    if not path.is_file():
+        return None
+    result: dict[str, Any] = json.loads(path.read_text())
+    return result
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def progress_line(done: int, total: int, ran: int, elapsed: float) -> str:
+    """``[done/total cells, elapsed, ETA]``; the ETA extrapolates this process's measured rate (pretraining included).
+
+    Args:
+        done: Cells finished (including those found finished on disk).
+        total: Cells planned.
+        ran: Cells this process ran itself (their time, pretraining included, is ``elapsed``).
+        elapsed: Seconds since the runner started.
+    """
+    eta = "ETA n/a" if ran < 1 else f"ETA {_duration((total - done) * elapsed / ran)}"
+    return f"[{done}/{total} cells, {_duration(elapsed)} elapsed, {eta}]"
