@@ -195,9 +195,12 @@ def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "fals
         sections.append((f"Test mIoU %, {name}", "mean ± std over seeds (n = defined values)", (header, body)))
     if rows:
         sections.append(("mIoU against label fraction", "", "miou.png"))
+    n_int = sum(d["ci_low"] is not None for d in diffs)
     sections.append(("Paired differences", "Over cells with the same label fraction, pretraining seed and "
-                     "fine-tuning seed; 95 % Student-t interval of the mean difference. A verdict other than "
-                     "'no significant difference' needs an interval that excludes 0.", diff_table(diffs)))
+                     "fine-tuning seed; 95 % Student-t interval of the mean difference, in mIoU points. A verdict "
+                     "other than 'no significant difference' needs an interval that excludes 0. The intervals are "
+                     f"not corrected for multiple comparisons: of {n_int} intervals, about {0.05 * n_int:.1f} would "
+                     "exclude 0 by chance alone if no method differed.", diff_table(diffs)))
     sections.append(("Per-seed values", "", seed_table(rows)))
     diag_text = ("FALSE fire rate" + (" and false-negative diagnostics" if has_diag else "")
                  + " logged during pretraining (one line per pretraining seed)."

@@ -118,6 +118,7 @@ class _State:
     total: int
     results: list[dict[str, Any]] = field(default_factory=list)
     ran: int = 0
+    reported: float = 0.0
     start: float = field(default_factory=time.perf_counter)
 
 
@@ -213,11 +214,11 @@ def run_benchmark(
             probe_cells = [c for c in mine if c.protocol == "probe"]
             if probe_cells:
                 _run_probe_cells(probe_cells, backbone, p, data, out, probe_window, probe_steps, pre_wall, state)
-                write_report(state.results, out, title=title)
+                _report_now_and_then(state, out, title)
             for cell in (c for c in mine if c.protocol == "finetune"):
                 _run_finetune_cell(cell, method, backbone, finetune_config, data, finetune_args, evaluate_args, out,
                                    pre_wall, state)
-                write_report(state.results, out, title=title)
+                _report_now_and_then(state, out, title)
     record["wall_time"] = f"{time.perf_counter() - state.start:.0f} s in this run"
     if pr_fr:
         from falsecl.benchmark.panel import write_panel
@@ -230,6 +231,14 @@ def run_benchmark(
     write_report(state.results, out, title=title)
     print(f"report: {out / 'report.html'}")
     return state.results
+
+
+def _report_now_and_then(state: _State, out: Path, title: str, every_s: float = 120.0) -> None:
+    """Rewrite the report when ``every_s`` have passed since the last one (plotting costs seconds)."""
+    now = time.perf_counter()
+    if now - state.reported >= every_s:
+        write_report(state.results, out, title=title)
+        state.reported = now
 
 
 def _write_args(out: Path, record: dict[str, Any]) -> None:
