@@ -169,9 +169,9 @@ def evaluate(
 
     The data (dataset, root, bands, palette) and the classes come from the checkpoint unless given. Writes
     ``metrics.json`` (all numbers, the settings, which checkpoint was scored and on which split it was chosen),
-    ``metrics.md`` (readable table) and ``confusion_matrix.png`` (row-normalised) to ``output_dir``, and the
-    metrics into the run's ``model.json``. Memory stays bounded: the confusion matrix is accumulated block by
-    block, whatever the image size.
+    ``metrics.md`` (readable table) and ``confusion_matrix.png`` (row-normalised) to ``output_dir``, and, when
+    the whole split was evaluated, the metrics into the run's ``model.json`` (``test_metrics``). Memory stays
+    bounded: the confusion matrix is accumulated block by block, whatever the image size.
 
     Args:
         checkpoint: Fine-tuning checkpoint (``runs/<name>/checkpoints/*.ckpt``), or the run folder ``runs/<name>``
@@ -247,7 +247,8 @@ def evaluate(
     table = format_metrics_table(metrics)
     (out / "metrics.md").write_text(header + table)
     plot_confusion_matrix(cm, metrics["class_names"], out / "confusion_matrix.png")
-    _update_model_card(path, split, metrics)
+    if count == len(images):  # a partial evaluation (--max_images) is no model-card figure
+        _update_model_card(path, split, metrics)
     print(header + table)
     print(f"reports written to {out}")
     return metrics

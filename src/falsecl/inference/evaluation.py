@@ -142,9 +142,30 @@ def confusion_of_samples(
     Raises:
         ValueError: No images, or image/mask sizes differ.
     """
+    import rasterio
+
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     n = 0
     start = time.perf_counter()
+    # A small GDAL block cache keeps memory flat in the image size (GDAL's default is 5 % of the RAM).
+    with rasterio.Env(GDAL_CACHEMAX=64):
+        n = _accumulate(predictor, samples, num_classes, ignore_index, cm, progress, total, start)
+    if n == 0:
+        raise ValueError("no images to evaluate: the split is empty")
+    return cm
+
+
+def _accumulate(
+    predictor: SlidingWindowPredictor,
+    samples: Iterable[EvalSample | Mapping[str, Tensor]],
+    num_classes: int,
+    ignore_index: int,
+    cm: Tensor,
+    progress: bool,
+    total: int | None,
+    start: float,
+) -> int:
+    n = 0
     for i, item in enumerate(samples):
         sample = item if isinstance(item, EvalSample) else tensor_sample(item["image"], item["mask"], f"image {i}")
         cm += confusion_of_sample(predictor, sample, num_classes, ignore_index)
@@ -156,6 +177,4 @@ def confusion_of_samples(
                 file=sys.stderr,
                 flush=True,
             )
-    if n == 0:
-        raise ValueError("no images to evaluate: the split is empty")
-    return cm
+    return n
