@@ -145,6 +145,18 @@ def _html_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{head}</tr>{rows}</table>"
 
 
+def _html_text(text: str) -> str:
+    """Paragraphs (blank-line separated) and ``- `` bullet lines of plain text as HTML."""
+    parts = []
+    for block in (b.strip() for b in text.split("\n\n")):
+        lines = block.splitlines()
+        if lines and all(line.startswith("- ") for line in lines):
+            parts.append("<ul>" + "".join(f"<li>{html.escape(line[2:])}</li>" for line in lines) + "</ul>")
+        elif block:
+            parts.append(f"<p>{html.escape(block)}</p>")
+    return "".join(parts)
+
+
 def _versions() -> str:
     import importlib.metadata as md
 
@@ -216,7 +228,7 @@ def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "fals
     setup = f"Versions: {_versions()}." + (f" Total wall time of the cells: {args['wall_time']}." if
                                            args.get("wall_time") else "")
     md_parts = [f"# {title}\n", intro + "\n" if intro else "", setup + "\n"]
-    html_parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>" if intro else "",
+    html_parts = [f"<h1>{html.escape(title)}</h1>", _html_text(intro),
                   f"<p>{html.escape(setup)}</p>"]
     for heading, text, content in sections:
         md_parts.append(f"\n## {heading}\n\n" + (text + "\n\n" if text else ""))
