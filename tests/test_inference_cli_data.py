@@ -201,3 +201,17 @@ def test_bf16_autocasts_the_forward_only() -> None:
     assert auto.precision == resolve_precision("auto", "cpu")
     with pytest.raises(ValueError, match="precision"):
         SlidingWindowPredictor(model, precision="16-mixed")
+
+
+def test_output_stride_can_change_at_inference(tmp_path: Path) -> None:
+    from falsecl.inference.checkpoint import load_task
+
+    path = save_checkpoint(tmp_path / "os16.ckpt")
+    os16, os8 = load_task(path, "cpu"), load_task(path, "cpu", output_stride=8)
+    assert (os16.hp.output_stride, os8.hp.output_stride) == (16, 8)
+    for (name, a), b in zip(os16.state_dict().items(), os8.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # the same weights, only dilations differ
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert os8(x).shape == os16(x).shape == (1, 2, 64, 64)
+        assert not torch.allclose(os8(x), os16(x))
