@@ -52,8 +52,13 @@ def plot_miou(rows: Sequence[Row], path: Path) -> None:
     _save(fig, path)
 
 
+def _logged_curve(column: str) -> bool:
+    """FALSE's fire rate (``train/fire_rate``, ``train/false/fire_rate``) and diagnostics (``train/diag_*``)."""
+    return column.endswith("fire_rate") or column.startswith("train/diag_") or "/diag/" in column
+
+
 def read_pretrain_logs(out: Path, methods: Sequence[str]) -> dict[str, list[dict[str, list[tuple[int, float]]]]]:
-    """``train/fire_rate`` and ``train/diag_*`` series per method and pretraining seed from the CSV logs.
+    """Fire-rate and ``train/diag_*`` series per method and pretraining seed from the CSV logs.
 
     Returns:
         ``{method: [{column: [(step, value), ...]} per seed]}``, only the columns present.
@@ -65,7 +70,7 @@ def read_pretrain_logs(out: Path, methods: Sequence[str]) -> dict[str, list[dict
             with path.open(newline="") as f:
                 for row in csv.DictReader(f):
                     for col, val in row.items():
-                        if col and (col == "train/fire_rate" or col.startswith("train/diag_")) and val:
+                        if col and _logged_curve(col) and val:
                             try:
                                 series.setdefault(col, []).append((int(float(row.get("step") or 0)), float(val)))
                             except ValueError:

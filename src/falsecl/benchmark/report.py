@@ -201,7 +201,7 @@ def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "fals
         paths["png"] = out / "miou.png"
     logs = read_pretrain_logs(out, [m["name"] for m in methods])
     curves = plot_pretrain_curves(logs, out / "pretrain_curves.png") if logs else []
-    has_diag = any(c.startswith("train/diag_") for c in curves)
+    has_diag = any("diag" in c for c in curves)
     sections: list[tuple[str, str, Any]] = []  # (heading, text, table or image)
     for name, header, body in headline_tables(rows):
         sections.append((f"Test mIoU %, {name}", "mean ± std over seeds (n = defined values)", (header, body)))
