@@ -7,16 +7,22 @@ import torch
 import torch.nn.functional as F
 
 from falsecl.losses.moco_false import MoCoFALSELoss, moco_false_loss, select_queue_candidates
-from falsecl.losses.queue import KeyQueue
+from falsecl.losses.queue import NO_ID, KeyQueue, self_key_mask
 
 
-def naive_moco_false(q, k, queue, t, alpha, threshold, top_k, negatives):
-    """Per query, straight from the equations: candidates by |s_qm - s_q+|, ties to the lower queue index."""
+def naive_moco_false(q, k, queue, t, alpha, threshold, top_k, negatives, query_ids=None, queue_ids=None):
+    """Per query, straight from the equations: candidates by |s_qm - s_q+|, ties to the lower queue index.
+
+    With ids, each query's queue is the queue without the keys of its own patch (ids < 0 never match).
+    """
     q, k, queue = (F.normalize(x, dim=1) for x in (q, k, queue))
     losses, fired = [], 0
     for i in range(q.shape[0]):
         sp = q[i] @ k[i]
-        sims = [q[i] @ m for m in queue]
+        rows = range(len(queue))
+        if query_ids is not None:
+            rows = [j for j in rows if not (queue_ids[j] >= 0 and queue_ids[j] == query_ids[i])]
+        sims = [q[i] @ queue[j] for j in rows]
         order = sorted(range(len(sims)), key=lambda j: (abs(sims[j].item() - sp.item()), j))
         cands = set(order[:top_k]) if sp.item() >= threshold else set()
         fired += bool(cands)
@@ -142,7 +148,7 @@ def test_queue_fifo_wraps_and_is_in_state_dict():
     queue.enqueue(b)  # slots 3, 4, then wraps to 0
     assert torch.equal(queue.keys[3:], b[:2]) and torch.equal(queue.keys[0], b[2]) and int(queue.ptr) == 1
     state = queue.state_dict()
-    assert set(state) == {"keys", "ptr"}
+    assert set(state) == {"keys", "ids", "ptr"}
     other = KeyQueue(size=5, dim=2)
     other.load_state_dict(state)
     assert torch.equal(other.keys, queue.keys) and int(other.ptr) == 1
@@ -153,3 +159,101 @@ def test_queue_fifo_wraps_and_is_in_state_dict():
         other.enqueue(torch.zeros(2, 3))
     with pytest.raises(ValueError):
         KeyQueue(0, 2)
+
+
+def _with_self_keys(seed=0):
+    """Queue with keys of the queries' own patches: 2 of query 0, 1 of queries 1 to 3 (query 2's is an exact copy)."""
+    q, k, queue = _data(seed=seed)
+    query_ids = torch.tensor([10, 11, 12, 13, 14, 15])
+    queue_ids = torch.tensor([10, 11, 10, 12, NO_ID, 99, 13, 7, 8])
+    queue[3] = k[2]  # an earlier view identical to query 2's positive: the perfect "closest to the positive"
+    return q, k, queue, query_ids, queue_ids
+
+
+def test_self_key_mask():
+    own = self_key_mask(torch.tensor([3, 5, -1]), torch.tensor([5, 3, -1, 3, 7]))
+    assert own.tolist() == [
+        [False, True, False, True, False],
+        [True, False, False, False, False],
+        [False, False, False, False, False],  # unknown ids (-1) never match, not even each other
+    ]
+    assert self_key_mask(None, torch.zeros(3, dtype=torch.long)) is None
+    with pytest.raises(ValueError, match="integer"):
+        self_key_mask(torch.zeros(2), torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("negatives", ["keep", "eliminate"])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("top_k", [1, 3])
+def test_masked_matches_naive_reference(negatives, alpha, top_k):
+    q, k, queue, query_ids, queue_ids = _with_self_keys()
+    loss, stats = moco_false_loss(q, k, queue, 0.2, alpha, 0.9, top_k, negatives, query_ids, queue_ids)
+    ref, fire_rate = naive_moco_false(q, k, queue, 0.2, alpha, 0.9, top_k, negatives, query_ids, queue_ids)
+    torch.testing.assert_close(loss, ref)
+    (g,) = torch.autograd.grad(loss, q)
+    (g_ref,) = torch.autograd.grad(ref, q)
+    torch.testing.assert_close(g, g_ref)
+    assert torch.isfinite(g).all()
+    assert stats["fire_rate"].item() == pytest.approx(fire_rate)
+    assert stats["self_key_rate"].item() == pytest.approx(4 / 6)
+    # the masked loss differs from the unmasked one (the self-keys were in the denominator)
+    assert not torch.allclose(loss, moco_false_loss(q, k, queue, 0.2, alpha, 0.9, top_k, negatives)[0])
+
+
+def test_planted_self_key_is_never_a_candidate_nor_a_negative():
+    q, k, queue, query_ids, queue_ids = _with_self_keys()
+    pos = (F.normalize(q, dim=1) * F.normalize(k, dim=1)).sum(1).detach()
+    neg = F.normalize(q, dim=1).detach() @ F.normalize(queue, dim=1).T
+    own = self_key_mask(query_ids, queue_ids)
+    for top_k in (1, 2, 9, 20):
+        _, chosen_plain = select_queue_candidates(pos, neg, -1.0, top_k)
+        accepted, chosen = select_queue_candidates(pos, neg, -1.0, top_k, own)
+        assert not (chosen & own).any() and not (accepted & own).any()
+        assert (chosen.sum(1) == torch.clamp((~own).sum(1), max=top_k)).all()
+    assert chosen_plain[2, 3]  # unmasked, FALSE picks query 2's own earlier view (|s - s+| = 0)
+    # masked: exactly the loss on a queue without query 2's self-key, for query 2
+    loss_2, _ = moco_false_loss(q[2:3], k[2:3], queue, 0.2, 1.0, -1.0, 1, "keep", query_ids[2:3], queue_ids)
+    keep = torch.arange(len(queue)) != 3
+    ref_2, _ = moco_false_loss(q[2:3], k[2:3], queue[keep], 0.2, 1.0, -1.0, 1, "keep")
+    torch.testing.assert_close(loss_2, ref_2)
+
+
+def test_all_keys_masked_is_finite_and_without_ids_unchanged():
+    q, k, queue = _data(seed=4)
+    ids = torch.zeros(len(q), dtype=torch.long)
+    queue_ids = torch.zeros(len(queue), dtype=torch.long)  # every key is every query's own: no negatives
+    loss, stats = moco_false_loss(q.float(), k.float(), queue.float(), 0.01, 1.0, -1.0, 3, "eliminate", ids, queue_ids)
+    (g,) = torch.autograd.grad(loss, q)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6) and torch.isfinite(g).all() and stats["fire_rate"] == 0
+    plain = moco_false_loss(q, k, queue, 0.2, 0.5, 0.9, 2)
+    unknown = torch.full((len(queue),), NO_ID)
+    for args in ((None, None), (ids, None), (None, queue_ids), (ids, unknown)):
+        got = moco_false_loss(q, k, queue, 0.2, 0.5, 0.9, 2, "keep", *args)
+        torch.testing.assert_close(got[0], plain[0])
+        assert got[1]["fire_rate"] == plain[1]["fire_rate"]
+    with pytest.raises(ValueError, match="one id per query"):
+        moco_false_loss(q, k, queue, query_ids=ids[:2], queue_ids=queue_ids)
+    m = MoCoFALSELoss(0.2, 0.5, 0.9, 2)
+    torch.testing.assert_close(m(q, k, queue, ids, unknown), plain[0])
+
+
+def test_queue_keeps_ids_through_wrap_and_checkpoint():
+    queue = KeyQueue(size=5, dim=2)
+    assert queue.ids.tolist() == [NO_ID] * 5 and queue.ids.dtype == torch.long
+    queue.enqueue(torch.randn(3, 2), torch.tensor([4, 5, 6]))
+    queue.enqueue(torch.randn(3, 2), torch.tensor([7, 8, 9]))  # slots 3, 4, then wraps to 0
+    assert queue.ids.tolist() == [9, 5, 6, 7, 8]
+    queue.enqueue(torch.randn(1, 2))  # no ids: unknown
+    assert queue.ids.tolist() == [9, NO_ID, 6, 7, 8]
+    queue.enqueue(torch.randn(7, 2), torch.arange(20, 27))  # more than the queue: the newest 5, FIFO slots
+    assert queue.ids.tolist() == [23, 24, 25, 26, 22]  # from slot 2: 20..26 -> slots 2, 3, 4, 0, 1, 2, 3
+    state = queue.state_dict()
+    other = KeyQueue(size=5, dim=2)
+    other.load_state_dict(state)
+    assert torch.equal(other.ids, queue.ids) and torch.equal(other.keys, queue.keys)
+    # a checkpoint from before ids were kept loads with unknown ids
+    old = {name: v for name, v in state.items() if name != "ids"}
+    other.load_state_dict(old)
+    assert other.ids.tolist() == [NO_ID] * 5 and torch.equal(other.keys, queue.keys)
+    with pytest.raises(ValueError, match="ids"):
+        queue.enqueue(torch.randn(2, 2), torch.tensor([1, 2, 3]))

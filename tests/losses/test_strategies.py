@@ -192,3 +192,66 @@ def test_modules_and_stats():
 def test_illegal_arguments_raise(call):
     with pytest.raises(ValueError):
         call(torch.randn(4, 3))
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("tau_plus", [0.0, 0.1])
+def test_queue_self_keys_are_not_negatives(beta, tau_plus):
+    q, k = _pair(n=4, d=5, seed=8)
+    queue = torch.randn(7, 5, dtype=torch.float64)
+    queue[2] = k.detach()[1]  # query 1's earlier view, identical to its positive
+    query_ids = torch.tensor([0, 1, 2, 3])
+    queue_ids = torch.tensor([0, 0, 1, -1, 5, 3, 6])  # query 0 meets two self-keys, 1 and 3 one each
+    got = hard_negative_loss(q, k, 0.2, beta, tau_plus, queue=queue, query_ids=query_ids, queue_ids=queue_ids)
+    # naive: each query's own negatives are the queue without its self-keys
+    qn, kn, mn = (F.normalize(x, dim=1) for x in (q, k, queue))
+    losses = []
+    for i in range(4):
+        sn = [qn[i] @ mn[j] for j in range(7) if queue_ids[j] != query_ids[i]]
+        losses.append(naive_estimator(qn[i] @ kn[i], sn, 0.2, tau_plus, beta))
+    ref = torch.stack(losses).mean()
+    torch.testing.assert_close(got, ref)
+    (g,) = torch.autograd.grad(got, q)
+    (g_ref,) = torch.autograd.grad(ref, q)
+    torch.testing.assert_close(g, g_ref)
+    if beta == 0.0:
+        torch.testing.assert_close(
+            debiased_contrastive_loss(q, k, 0.2, tau_plus, queue, query_ids=query_ids, queue_ids=queue_ids), got
+        )
+    assert not torch.allclose(got, hard_negative_loss(q, k, 0.2, beta, tau_plus, queue=queue))
+
+
+def test_queue_self_keys_edge_cases_and_modules():
+    q, k = _pair(n=3, d=4, seed=9)
+    queue = torch.randn(5, 4, dtype=torch.float64)
+    ids = torch.tensor([1, 2, 3])
+    all_own = torch.full((5,), 1)  # query 0 has no negatives left: loss 0, finite gradients
+    for beta in (0.0, 1.0):
+        per = hard_negative_loss(q.float(), k.float(), 0.01, beta, 0.1, queue.float(), query_ids=ids, queue_ids=all_own)
+        (g,) = torch.autograd.grad(per, q)
+        assert torch.isfinite(per) and torch.isfinite(g).all()
+    pos, neg = queue_similarities(q, k, queue)
+    excluded = torch.zeros(3, 5, dtype=torch.bool)
+    excluded[0] = True
+    rows = debiased_from_similarities(pos, neg, 0.2, 0.1, excluded=excluded)
+    assert rows[0].item() == pytest.approx(0.0, abs=1e-12)
+    torch.testing.assert_close(rows[1:], debiased_from_similarities(pos, neg, 0.2, 0.1)[1:])
+    # no ids, or unknown ids: unchanged
+    unknown = torch.full((5,), -1)
+    torch.testing.assert_close(
+        debiased_contrastive_loss(q, k, 0.2, 0.1, queue, query_ids=ids, queue_ids=unknown),
+        debiased_contrastive_loss(q, k, 0.2, 0.1, queue),
+    )
+    m, h = DebiasedContrastiveLoss(0.2, 0.1), HardNegativeLoss(0.2, 1.0, 0.1)
+    own = torch.tensor([1, -1, 9, 9, 9])
+    torch.testing.assert_close(
+        m(q, k, queue, ids, own), debiased_contrastive_loss(q, k, 0.2, 0.1, queue, query_ids=ids, queue_ids=own)
+    )
+    assert m.last_stats["self_key_rate"].item() == pytest.approx(1 / 3)
+    torch.testing.assert_close(
+        h(q, k, queue, ids, own), hard_negative_loss(q, k, 0.2, 1.0, 0.1, queue, query_ids=ids, queue_ids=own)
+    )
+    with pytest.raises(ValueError, match="MoCo queue only"):
+        m(q, k, None, ids, own)
+    with pytest.raises(ValueError, match="one id per query"):
+        debiased_from_similarities(pos, neg, excluded=excluded[:2])

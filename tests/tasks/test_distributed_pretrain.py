@@ -39,6 +39,11 @@ def _global_data():
     return z0, z1, queue
 
 
+GLOBAL_IDS = torch.arange(WORLD * N_LOCAL) + 100
+# queue keys 0 and 7 are earlier views of global samples 1 (rank 0) and 6 (rank 1); -1 is unknown
+QUEUE_IDS = torch.tensor([101, 3, -1, 4, 5, 6, 7, 106, 8, 9])
+
+
 CASES = {
     "false_per_anchor": lambda a, b, gd: false_loss(a, b, 0.5, 1.0, 0.5, "per_anchor", gather_distributed=gd)[0],
     "false_per_anchor_sym_top2_elim": lambda a, b, gd: false_loss(
@@ -51,7 +56,7 @@ CASES = {
 }
 
 
-def _losses_and_grads(z0, z1, queue, gd):
+def _losses_and_grads(z0, z1, queue, gd, ids):
     out = {}
     for name, fn in CASES.items():
         a, b = z0.clone().requires_grad_(), z1.clone().requires_grad_()
@@ -62,10 +67,14 @@ def _losses_and_grads(z0, z1, queue, gd):
     loss, stats = moco_false_loss(q, z1, queue, 0.2, 1.0, 0.3, 2)
     (gq,) = torch.autograd.grad(loss, q)
     out["moco_false"] = (loss.detach(), gq, stats["fire_rate"])
+    q = z0.clone().requires_grad_()
+    loss, stats = moco_false_loss(q, z1, queue, 0.2, 1.0, 0.3, 2, "keep", ids, QUEUE_IDS)
+    (gq,) = torch.autograd.grad(loss, q)
+    out["moco_false_self_masked"] = (loss.detach(), gq, stats["fire_rate"])
     torch.manual_seed(1)
     key_queue = KeyQueue(7, DIM).double()
-    key_queue.enqueue(z1, gather_distributed=gd)
-    out["queue"] = (key_queue.keys.clone(), key_queue.ptr.clone())
+    key_queue.enqueue(z1, ids, gather_distributed=gd)
+    out["queue"] = (key_queue.keys.clone(), key_queue.ptr.clone(), key_queue.ids.clone())
     return out
 
 
@@ -75,7 +84,7 @@ def _worker(rank, init_file, out_dir):
     try:
         z0, z1, queue = _global_data()
         rows = slice(rank * N_LOCAL, (rank + 1) * N_LOCAL)
-        result = _losses_and_grads(z0[rows], z1[rows], queue, True)
+        result = _losses_and_grads(z0[rows], z1[rows], queue, True, GLOBAL_IDS[rows])
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -96,7 +105,7 @@ def ranks(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def single():
-    return _losses_and_grads(*_global_data(), gd=False)
+    return _losses_and_grads(*_global_data(), gd=False, ids=GLOBAL_IDS)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -116,20 +125,25 @@ def test_false_fires_across_ranks(single):
     assert stats["fire_rate"] > 0
 
 
-def test_moco_false_matches_single_process(ranks, single):
-    loss, gq, fire_rate = single["moco_false"]
+@pytest.mark.parametrize("name", ["moco_false", "moco_false_self_masked"])
+def test_moco_false_matches_single_process(ranks, single, name):
+    loss, gq, fire_rate = single[name]
     assert fire_rate > 0
-    torch.testing.assert_close(sum(r["moco_false"][0] for r in ranks) / WORLD, loss)
+    torch.testing.assert_close(sum(r[name][0] for r in ranks) / WORLD, loss)
     for rank, result in enumerate(ranks):
         rows = slice(rank * N_LOCAL, (rank + 1) * N_LOCAL)
-        torch.testing.assert_close(result["moco_false"][1], WORLD * gq[rows])
+        torch.testing.assert_close(result[name][1], WORLD * gq[rows])
+    if name == "moco_false_self_masked":  # the planted self-keys on both ranks changed the loss
+        assert not torch.allclose(loss, single["moco_false"][0])
 
 
 def test_moco_queue_holds_keys_of_all_ranks_in_rank_order(ranks, single):
-    keys, ptr = single["queue"]
+    keys, ptr, ids = single["queue"]
     for result in ranks:
         torch.testing.assert_close(result["queue"][0], keys)
         assert int(result["queue"][1]) == int(ptr) == (WORLD * N_LOCAL) % 7
+        assert torch.equal(result["queue"][2], ids)  # ids gathered in the same rank order as the keys
+    assert ids.tolist() == [107, 101, 102, 103, 104, 105, 106]
 
 
 class _FakeViews(torch.utils.data.Dataset):
@@ -143,7 +157,8 @@ class _FakeViews(torch.utils.data.Dataset):
             "views": [
                 x + 0.1 * torch.randn(x.shape, generator=g),
                 x + 0.1 * torch.randn(x.shape, generator=g),
-            ]
+            ],
+            "index": torch.tensor(i),
         }
 
 
@@ -155,6 +170,7 @@ class _SaveQueuePerRank(Callback):
         torch.save(
             {
                 "keys": pl_module.queue.keys.clone(),
+                "ids": pl_module.queue.ids.clone(),
                 "ptr": int(pl_module.queue.ptr),
                 "step": trainer.global_step,
             },
@@ -188,4 +204,7 @@ def test_lightning_ddp_moco_false_shares_one_queue(tmp_path):
     assert q0["step"] == q1["step"] == 2
     assert q0["ptr"] == q1["ptr"] == 2 * WORLD * 4  # two steps of the global batch (2 ranks x 4)
     torch.testing.assert_close(q0["keys"], q1["keys"])
+    # every rank holds the patch ids of all ranks' keys: the 16 patches of two global batches, each once
+    assert torch.equal(q0["ids"], q1["ids"]) and sorted(q0["ids"][:16].tolist()) == list(range(16))
+    assert (q0["ids"][16:] == -1).all()
     assert (tmp_path / "backbone.pt").is_file()

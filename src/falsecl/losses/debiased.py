@@ -7,6 +7,9 @@ The debiased loss replaces the sum over the ``K`` negatives by an estimate of th
     loss = -log( exp(s_+ / t) / (exp(s_+ / t) + K * g) )
 
 With ``tau_plus = 0`` the clamp never binds (cosines are >= -1) and the loss is exactly NT-Xent / InfoNCE.
+
+Against a MoCo queue, keys of the query's own patch can be excluded per query (``excluded`` mask, or patch ids):
+they leave the sum and the count ``K`` of that query's negatives.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from falsecl.losses.pairs import anchor_similarities
+from falsecl.losses.queue import check_self_mask, self_key_mask
 
 
 def _check(temperature: float, tau_plus: float) -> None:
@@ -30,6 +34,7 @@ def debiased_from_similarities(
     temperature: float = 0.5,
     tau_plus: float = 0.1,
     neg_log_weights: Tensor | None = None,
+    excluded: Tensor | None = None,
 ) -> Tensor:
     """Per-anchor debiased contrastive loss from cosine similarities, optionally with weighted negatives.
 
@@ -43,6 +48,8 @@ def debiased_from_similarities(
         temperature: Softmax temperature ``t`` (> 0).
         tau_plus: Class prior ``tau+`` in ``[0, 1)``; 0 disables debiasing.
         neg_log_weights: Unnormalised log-weights of the negatives, shape ``(A, K)``; ``None`` for uniform.
+        excluded: Bool ``(A, K)``, entries that are not negatives of their anchor (a query's own patch in a
+            MoCo queue); they leave the sum, and ``K`` becomes the anchor's count of remaining negatives.
 
     Returns:
         Loss per anchor, shape ``(A,)``.
@@ -55,15 +62,23 @@ def debiased_from_similarities(
         raise ValueError(f"expected pos (A,) and neg (A, K >= 1); got {tuple(pos.shape)} and {tuple(neg.shape)}")
     if neg_log_weights is not None and neg_log_weights.shape != neg.shape:
         raise ValueError(f"neg_log_weights must have shape {tuple(neg.shape)}, got {tuple(neg_log_weights.shape)}")
-    k = neg.shape[1]
+    check_self_mask(excluded, *neg.shape)
     lp = pos / temperature
     ln = neg / temperature
+    if excluded is None:
+        k = torch.full_like(pos, float(neg.shape[1]))
+    else:
+        k = (~excluded).sum(dim=1).to(neg.dtype)
+        ln = ln.masked_fill(excluded, -torch.inf)  # exp gives 0, and the masked fill passes no gradient
     shift = torch.maximum(lp, ln.max(dim=1).values).detach()
     ep = torch.exp(lp - shift)
     en = torch.exp(ln - shift[:, None])
     if neg_log_weights is None:
         neg_sum = en.sum(dim=1)
     else:
+        if excluded is not None:
+            # Excluded entries get weight 0; a row with nothing left keeps finite weights (its en are all 0).
+            neg_log_weights = neg_log_weights.masked_fill(excluded & (k > 0)[:, None], -torch.inf)
         neg_sum = k * (torch.softmax(neg_log_weights, dim=1) * en).sum(dim=1)
     ng = (neg_sum - tau_plus * k * ep) / (1.0 - tau_plus)
     ng = torch.maximum(ng, k * torch.exp(-1.0 / temperature - shift))
@@ -77,6 +92,8 @@ def debiased_contrastive_loss(
     tau_plus: float = 0.1,
     queue: Tensor | None = None,
     gather_distributed: bool = False,
+    query_ids: Tensor | None = None,
+    queue_ids: Tensor | None = None,
 ) -> Tensor:
     """Debiased contrastive loss for two views (SimCLR layout) or queries/keys against a queue (MoCo layout).
 
@@ -87,19 +104,45 @@ def debiased_contrastive_loss(
         tau_plus: Class prior in ``[0, 1)``.
         queue: MoCo queue of keys ``(K, D)``; ``None`` for the in-batch SimCLR layout.
         gather_distributed: SimCLR layout only: negatives from all ranks.
+        query_ids: MoCo layout only: patch id of each query ``(N,)``.
+        queue_ids: MoCo layout only: patch id of each queue key ``(K,)``; with ``query_ids``, keys of the
+            query's own patch are not negatives.
 
     Returns:
         Scalar mean loss over the local anchors (``2N`` for SimCLR, ``N`` for MoCo).
     """
     _check(temperature, tau_plus)
     pos, neg = anchor_similarities(z0, z1, queue, gather_distributed)
-    return debiased_from_similarities(pos, neg, temperature, tau_plus).mean()
+    excluded = queue_self_mask(queue, query_ids, queue_ids)
+    return debiased_from_similarities(pos, neg, temperature, tau_plus, excluded=excluded).mean()
+
+
+def queue_self_mask(queue: Tensor | None, query_ids: Tensor | None, queue_ids: Tensor | None) -> Tensor | None:
+    """Self-key mask for the MoCo layout (see :func:`falsecl.losses.queue.self_key_mask`).
+
+    Raises:
+        ValueError: If ids are given without a queue (the SimCLR layout has no self-keys to mask).
+    """
+    if queue is None:
+        if query_ids is not None or queue_ids is not None:
+            raise ValueError("query_ids/queue_ids apply to a MoCo queue only; pass queue=... or no ids")
+        return None
+    return self_key_mask(query_ids, queue_ids)
+
+
+def queue_stats(pos: Tensor, excluded: Tensor | None) -> dict[str, Tensor]:
+    """Detached ``positive_cos`` and, given a self-key mask, ``self_key_rate`` of a call."""
+    stats = {"positive_cos": pos.detach().mean()}
+    if excluded is not None:
+        stats["self_key_rate"] = excluded.any(dim=1).to(pos.dtype).mean()
+    return stats
 
 
 class DebiasedContrastiveLoss(nn.Module):
     """Module form of :func:`debiased_contrastive_loss` (Chuang et al., NeurIPS 2020).
 
-    After each call ``last_stats`` holds ``positive_cos`` (mean anchor-positive cosine), shape ``()``.
+    After each call ``last_stats`` holds ``positive_cos`` (mean anchor-positive cosine), shape ``()``, and with
+    ids ``self_key_rate`` (share of queries with a key of their own patch in the queue, masked).
 
     Args:
         temperature: Softmax temperature (> 0).
@@ -115,11 +158,19 @@ class DebiasedContrastiveLoss(nn.Module):
         self.gather_distributed = gather_distributed
         self.last_stats: dict[str, Tensor] = {}
 
-    def forward(self, z0: Tensor, z1: Tensor, queue: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        z0: Tensor,
+        z1: Tensor,
+        queue: Tensor | None = None,
+        query_ids: Tensor | None = None,
+        queue_ids: Tensor | None = None,
+    ) -> Tensor:
         """Return the scalar loss; see :func:`debiased_contrastive_loss` for the shapes."""
         pos, neg = anchor_similarities(z0, z1, queue, self.gather_distributed)
-        self.last_stats = {"positive_cos": pos.detach().mean()}
-        return debiased_from_similarities(pos, neg, self.temperature, self.tau_plus).mean()
+        excluded = queue_self_mask(queue, query_ids, queue_ids)
+        self.last_stats = queue_stats(pos, excluded)
+        return debiased_from_similarities(pos, neg, self.temperature, self.tau_plus, excluded=excluded).mean()
 
     def extra_repr(self) -> str:
         """Show the hyper-parameters in ``repr``."""

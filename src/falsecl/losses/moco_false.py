@@ -13,6 +13,10 @@ and with ``negatives="eliminate"`` the denominator keeps only the ``alpha`` shar
 (FNC-style elimination, Huynh et al., WACV 2022): ``e_i+ + alpha * sum_{F_i} e_im + sum_{k not in F_i} e_ik``.
 With ``alpha = 0`` and ``negatives="keep"`` (or an empty ``F_i``) the loss is exactly MoCo's InfoNCE.
 
+Given the patch ids of the queries and of the queue keys, keys of the query's own patch (earlier views of the
+same patch, still in the queue) are neither negatives nor candidates: they leave both sums, so the queue is
+effectively ``queue minus self-keys`` per query. Without ids nothing is masked.
+
 Keys and queue carry no gradient (they come from the momentum encoder), so the loss needs no gathering: each
 rank's queries only meet their own keys and the queue, which holds the keys of all ranks.
 """
@@ -27,30 +31,38 @@ from torch import Tensor, nn
 
 from falsecl.losses.false import check_candidate_args
 from falsecl.losses.pairs import queue_similarities
+from falsecl.losses.queue import check_self_mask, self_key_mask
 
 NegativesMode = Literal["keep", "eliminate"]
 
 
-def select_queue_candidates(pos: Tensor, neg: Tensor, threshold: float, top_k: int = 1) -> tuple[Tensor, Tensor]:
+def select_queue_candidates(
+    pos: Tensor, neg: Tensor, threshold: float, top_k: int = 1, excluded: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """FNSD against a queue: each query's keys whose cosine is closest to its positive's.
 
     Args:
         pos: Query-key (positive) cosines, shape ``(N,)``.
         neg: Query-queue cosines, shape ``(N, K)``.
         threshold: Gate ``T`` on ``pos``.
-        top_k: Candidates per query; more than ``K`` selects the whole queue.
+        top_k: Candidates per query; more than the eligible keys selects them all.
+        excluded: Bool ``(N, K)``, keys that may never be chosen (the query's own patch), or ``None``.
 
     Returns:
         ``(accepted, chosen)``: bool masks ``(N, K)`` of the accepted candidates and of the chosen ones before
         the gate.
     """
     dist = (neg - pos[:, None]).abs()
+    if excluded is not None:
+        dist = dist.masked_fill(excluded, torch.inf)
     k = min(top_k, neg.shape[1])
     chosen = torch.zeros_like(neg, dtype=torch.bool)
     if k == 1:
         chosen.scatter_(1, dist.argmin(dim=1, keepdim=True), True)  # first minimum: ties go to the lower index
     else:
         chosen.scatter_(1, torch.sort(dist, dim=1, stable=True).indices[:, :k], True)
+    if excluded is not None:
+        chosen &= ~excluded  # a row with fewer eligible keys than k (or none) would otherwise pick excluded ones
     return chosen & (pos >= threshold)[:, None], chosen
 
 
@@ -63,6 +75,8 @@ def moco_false_loss(
     threshold: float = 0.9,
     top_k: int = 1,
     negatives: NegativesMode = "keep",
+    query_ids: Tensor | None = None,
+    queue_ids: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """MoCo InfoNCE with FALSE candidates searched among the queue keys; see the module docstring.
 
@@ -75,25 +89,33 @@ def moco_false_loss(
         threshold: Cosine gate ``T`` on the query-key similarity, in ``[-1, 1]``.
         top_k: Candidates per query.
         negatives: ``"keep"`` (FALSE) or ``"eliminate"``.
+        query_ids: Patch id of each query ``(N,)``, or ``None``.
+        queue_ids: Patch id of each queue key ``(K,)`` (negative: unknown), or ``None``. With both ids, keys of
+            the query's own patch are masked from negatives and candidates.
 
     Returns:
         ``(loss, stats)``: the scalar mean loss over the ``N`` queries and detached statistics ``fire_rate``,
-        ``num_fired``, ``candidate_cos`` (mean cosine of the chosen candidates before the gate) and
-        ``positive_cos`` (mean query-key cosine).
+        ``num_fired``, ``candidate_cos`` (mean cosine of the chosen candidates before the gate),
+        ``positive_cos`` (mean query-key cosine) and, with ids, ``self_key_rate`` (share of queries with at
+        least one key of their own patch in the queue, masked).
 
     Raises:
         ValueError: On illegal arguments or shapes.
     """
     check_candidate_args(temperature, alpha, threshold, top_k, negatives)
     pos, neg = queue_similarities(q, k, queue)
+    own = self_key_mask(query_ids, queue_ids)
+    check_self_mask(own, *neg.shape)
     with torch.no_grad():
-        accepted, chosen = select_queue_candidates(pos.detach(), neg.detach(), threshold, top_k)
+        accepted, chosen = select_queue_candidates(pos.detach(), neg.detach(), threshold, top_k, own)
         log_alpha = math.log(alpha) if alpha > 0 else -math.inf
         zero = torch.zeros((), dtype=neg.dtype, device=neg.device)
         cand_w = torch.full_like(zero, log_alpha)
         # Log-weights of the queue columns in numerator and denominator (logsumexp keeps small tau stable).
         log_w_num = torch.where(accepted, cand_w, torch.full_like(zero, -math.inf))
         log_w_den = torch.where(accepted, cand_w, zero) if negatives == "eliminate" else torch.zeros_like(neg)
+        if own is not None:  # self-keys leave the denominator (weight 0); they are never candidates
+            log_w_den = log_w_den.masked_fill(own, -math.inf)
     lp = (pos / temperature)[:, None]
     ln = neg / temperature
     numerator = torch.logsumexp(torch.cat([lp, ln + log_w_num], dim=1), dim=1)
@@ -107,6 +129,8 @@ def moco_false_loss(
             "candidate_cos": (neg * chosen).sum() / chosen.sum().clamp(min=1),
             "positive_cos": pos.mean(),
         }
+        if own is not None:
+            stats["self_key_rate"] = own.any(dim=1).to(neg.dtype).mean()
     return loss, stats
 
 
@@ -141,10 +165,12 @@ class MoCoFALSELoss(nn.Module):
         self.negatives: NegativesMode = negatives
         self.last_stats: dict[str, Tensor] = {}
 
-    def forward(self, q: Tensor, k: Tensor, queue: Tensor) -> Tensor:
-        """Return the scalar loss of queries ``q`` ``(N, D)``, keys ``k`` ``(N, D)``, ``queue`` ``(K, D)``."""
+    def forward(
+        self, q: Tensor, k: Tensor, queue: Tensor, query_ids: Tensor | None = None, queue_ids: Tensor | None = None
+    ) -> Tensor:
+        """Scalar loss of queries ``q`` ``(N, D)``, keys ``k`` ``(N, D)``, ``queue`` ``(K, D)``; see the function."""
         loss, self.last_stats = moco_false_loss(
-            q, k, queue, self.temperature, self.alpha, self.threshold, self.top_k, self.negatives
+            q, k, queue, self.temperature, self.alpha, self.threshold, self.top_k, self.negatives, query_ids, queue_ids
         )
         return loss
 

@@ -12,11 +12,19 @@ the keys of earlier batches held in a FIFO queue. The loss is chosen by name:
 
 In a multi-process run every rank enqueues the keys of all ranks (gathered in rank order), so all ranks hold
 the same queue, and the queue is a persistent buffer restored exactly by ``--ckpt_path``.
+
+Every queued key keeps the id of its patch (the batch's ``"index"``). Once the queue spans a good part of an
+epoch, earlier views of a query's own patch sit in it: with a queue of ``K`` keys over ``N`` patches a query meets
+about ``K / N`` of them (``K**2 / (2 N**2)`` of the queries meet one when ``K <= N``). They are not negatives, and
+FALSE's "closest to the positive" rule would pick exactly them, so they are masked from the negatives and the
+candidates of every loss (``mask_self_keys``), and a queue holding more than half an epoch is warned about.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -31,6 +39,8 @@ from falsecl.losses.hard_negative import HardNegativeLoss
 from falsecl.losses.moco_false import MoCoFALSELoss
 from falsecl.losses.queue import KeyQueue
 from falsecl.tasks.base import PretrainTask, loss_statistics
+
+log = logging.getLogger(__name__)
 
 LossName = Literal["false", "ntxent", "fnc", "debiased", "hard_negative"]
 
@@ -84,6 +94,8 @@ class MoCo(PretrainTask):
         key_momentum: EMA momentum of the key encoder (MoCo: 0.999).
         hidden_dim: Hidden width of the projection head.
         output_dim: Key/query dimension.
+        mask_self_keys: Keep keys of a query's own patch out of its negatives and FALSE candidates (needs the
+            batch's ``"index"``); ``False`` only to measure their effect.
         kwargs: Backbone and optimiser arguments of :class:`falsecl.tasks.base.PretrainTask`.
     """
 
@@ -103,6 +115,7 @@ class MoCo(PretrainTask):
         key_momentum: float = 0.999,
         hidden_dim: int = 2048,
         output_dim: int = 128,
+        mask_self_keys: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -116,6 +129,8 @@ class MoCo(PretrainTask):
         self.key_momentum = key_momentum
         self.hidden_dim = hidden_dim
         self.output_dim = output_dim
+        self.mask_self_keys = mask_self_keys
+        self._warned_no_index = False
         self.criterion = build_queue_loss(loss, temperature, alpha, threshold, top_k, negatives, tau_plus, beta)
         self._build_if_possible()
 
@@ -128,16 +143,70 @@ class MoCo(PretrainTask):
         deactivate_requires_grad(self.projection_head_momentum)
         self.queue = KeyQueue(self.queue_size, self.output_dim)
 
+    def on_train_start(self) -> None:
+        """Warn when the queue holds more than half an epoch of keys (self-keys are then common)."""
+        dataset = getattr(getattr(self.trainer, "datamodule", None), "dataset", None)
+        try:
+            patches = len(dataset) if dataset is not None else 0
+        except TypeError:
+            patches = 0
+        message = queue_size_warning(self.queue_size, patches)
+        if message is not None:
+            warnings.warn(message, UserWarning, stacklevel=2)
+
+    def _patch_ids(self, meta: Mapping[str, Tensor] | None, batch_size: int) -> Tensor | None:
+        ids = meta.get("index") if meta is not None else None
+        if ids is not None and ids.shape == (batch_size,) and not ids.is_floating_point():
+            return ids.long()
+        if not self._warned_no_index:
+            self._warned_no_index = True
+            log.warning(
+                "pretraining batches carry no per-patch 'index' of shape (%d,); MoCo cannot mask keys of a "
+                "query's own patch in the queue. Use falsecl.datamodules.SSLDataModule, or add the patch "
+                "index to each batch as 'index'.",
+                batch_size,
+            )
+        return None
+
     def pretrain_loss(
         self, v0: Tensor, v1: Tensor, meta: Mapping[str, Tensor] | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Queries from view 0, keys from view 1; the keys join the queue after the loss is formed."""
+        """Queries from view 0, keys from view 1; the keys (and their patch ids) join the queue after the loss."""
         update_momentum(self.backbone, self.backbone_momentum, self.key_momentum)
         update_momentum(self.projection_head, self.projection_head_momentum, self.key_momentum)
         q = self.projection_head(self.backbone(v0))
         with torch.no_grad():
             k = F.normalize(self.projection_head_momentum(self.backbone_momentum(v1)), dim=1)
-        queue = self.queue.keys.clone()  # the loss sees the queue before this batch is enqueued
-        loss: Tensor = self.criterion(q, k, queue)
-        self.queue.enqueue(k)
-        return loss, loss_statistics(self.criterion, q, k)
+        ids = self._patch_ids(meta, q.shape[0])
+        # The loss sees the queue before this batch is enqueued.
+        queue, queue_ids = self.queue.keys.clone(), self.queue.ids.clone()
+        if ids is not None and self.mask_self_keys:
+            loss: Tensor = self.criterion(q, k, queue, query_ids=ids, queue_ids=queue_ids)
+        else:
+            loss = self.criterion(q, k, queue)
+        stats = loss_statistics(self.criterion, q, k)
+        if ids is not None and "self_key_rate" not in stats:  # measured, though not masked
+            own = (ids.to(queue_ids.device)[:, None] == queue_ids[None, :]) & (queue_ids >= 0)[None, :]
+            stats["self_key_rate"] = own.any(dim=1).float().mean()
+        self.queue.enqueue(k, ids)
+        return loss, stats
+
+
+def queue_size_warning(queue_size: int, patches: int) -> str | None:
+    """Warning text when a queue of ``queue_size`` keys exceeds half of ``patches`` (``None`` otherwise).
+
+    With the patches shuffled each epoch, the gap (in keys) between a query and its previous view is triangular
+    on ``(0, 2N)``, so the previous view sits in a queue of ``K`` keys with probability ``K**2 / (2 N**2)`` for
+    ``K <= N`` (``1 - (2N - K)**2 / (2 N**2)`` up to ``2N``), and about ``K / N`` views of the patch sit there.
+    """
+    if patches < 1 or 2 * queue_size <= patches:
+        return None
+    k, n = float(queue_size), float(patches)
+    share = k * k / (2 * n * n) if k <= n else (1 - (2 * n - k) ** 2 / (2 * n * n) if k < 2 * n else 1.0)
+    return (
+        f"the MoCo queue ({queue_size} keys) holds more than half of the {patches} pretraining patches: "
+        f"about {100 * share:.0f} % of queries meet an earlier view of their own patch in it "
+        f"({queue_size / patches:.1f} copies on average). Such keys are masked when batches carry 'index', but the "
+        f"queue then mostly repeats the data; use --model.init_args.queue_size {max(1, patches // 2)} or less, "
+        "or pretrain on more patches."
+    )
