@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from falsecl.transforms import (
     band_brightness_contrast,
     band_grayscale,
     denormalize,
+    dtype_ceiling,
     normalize,
     random_flip_rot90,
 )
@@ -68,7 +71,7 @@ def test_band_ops_reference():
     same = band_brightness_contrast(x, 0.0, 0.0, 255.0, p=1.0)
     torch.testing.assert_close(same, x)
     y = band_brightness_contrast(x, 0.5, 0.5, [255.0, 100.0], p=1.0)
-    assert y.min() >= 0 and y[:, 1].max() <= 100
+    assert y.min() >= 0 and y.max() <= 255  # clamped to the 8-bit range, not to the sampled 100
     g = band_grayscale(x, [1.0, 3.0], p=1.0)
     torch.testing.assert_close(g[:, 0], 0.25 * x[:, 0] + 0.75 * x[:, 1])
     torch.testing.assert_close(g[:, 1], g[:, 0])
@@ -88,3 +91,50 @@ def test_segmentation_augmentation_aligned_and_padded():
     assert set(msk[:, :16, :16].unique().tolist()) <= set(range(5))  # nearest-neighbour: no blended labels
     big = SegmentationAugmentation(None, scale=(1.7, 1.7))
     assert big(image, mask)[0].shape == (4, 3, 32, 32)
+
+
+def test_brightness_contrast_leaves_unchanged_samples_bit_identical_16bit():
+    torch.manual_seed(3)
+    # 16-bit data whose sampled maximum (4000) is below values met later (up to 9000), and one 8-bit batch
+    x = torch.rand(16, 2, 8, 8) * 9000
+    y = band_brightness_contrast(x, 0.1, 0.2, [4000.0, 4000.0], p=0.5)
+    changed = (y != x).flatten(1).any(1)
+    assert 0 < changed.sum() < 16  # both kinds of sample present
+    assert torch.equal(y[~changed], x[~changed])  # bit-identical, values above 4000 kept
+    assert y[changed].max() > 4000 and y.max() <= 65535 and y.min() >= 0  # clamped to the 16-bit range only
+    assert torch.equal(band_brightness_contrast(x, 0.5, 0.5, 4000.0, p=0.0), x)
+    assert torch.equal(band_brightness_contrast(x, 0.0, 0.0, 4000.0, p=1.0), x)
+    z = band_brightness_contrast(torch.full((4, 1, 4, 4), 250.0), 0.5, 0.0, 200.0, p=1.0)
+    assert z.max() <= 255 and (z > 200).any()  # uint8 data: clamp to 255, not to the sampled 200
+    assert dtype_ceiling([0.8, 200.0, 255.0, 256.0, 4000.0, 70000.0]) == [1.0, 255.0, 255.0, 65535.0, 65535.0, math.inf]
+
+
+def test_ssl_view_without_photometric_change_keeps_16bit_values():
+    x = torch.rand(4, 4, 32, 32) * 9000
+    off = {"band_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "flips": False, "rot90": False, "scale": (1.0, 1.0)}
+    v = SSLAugmentation(32, value_range=4000.0, color_p=0.0, **off)(x)
+    torch.testing.assert_close(v, x)  # nothing clamped to the sampled 4000
+    v = SSLAugmentation(32, value_range=4000.0, color_p=0.5, color_strength=1.0, **off)(x)
+    same = (v - x).abs().flatten(1).amax(1) < 1e-2
+    assert same.any() and (v[same][:, :3] > 4000).any()  # samples left alone by the colour jitter keep their values
+
+
+@pytest.mark.parametrize("scale", [1.37, 0.63, 2.41])
+def test_mask_resize_aligned_with_bilinear_image(scale):
+    """Upscale/downscale a coordinate ramp and a checkerboard mask; the mask must follow the image's grid.
+
+    Bilinear resampling of a linear ramp returns the sampled input coordinate ``c`` itself, so the label the
+    mask should carry at each output pixel is that of input pixel ``floor(c + 0.5)``, i.e. within half a pixel.
+    """
+    h = w = 40
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    mask = ((rows // 3 + cols // 5) % 3).long()[None]  # irregular blocks, many boundaries
+    image = torch.stack([cols, rows]).float()[None]
+    aug = SegmentationAugmentation(None, scale=(scale, scale), flips=False, rot90=False, photometric_p=0.0)
+    img, msk = aug(image, mask)
+    col_in = torch.floor(img[0, 0] + 0.5).long().clamp(0, w - 1)
+    row_in = torch.floor(img[0, 1] + 0.5).long().clamp(0, h - 1)
+    expected = mask[0][row_in, col_in]
+    valid = msk[0] != 255  # padding when downscaled
+    assert valid.float().mean() > 0.3
+    assert torch.equal(msk[0][valid], expected[valid])

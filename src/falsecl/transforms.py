@@ -15,6 +15,7 @@ jitter/grayscale makes features blind to the colour that separates water, vegeta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import kornia.augmentation as K
@@ -105,6 +106,25 @@ def random_flip_rot90(
     return out
 
 
+def dtype_ceiling(value_range: float | Sequence[float]) -> list[float]:
+    """Upper end of the data type each band's sampled maximum belongs to, the clamp of photometric changes.
+
+    The band statistics only see a sample of patches, so their maximum is not a hard limit: another patch may
+    be brighter, and inference sees it unclamped. Augmentation therefore clamps changed values to the range of
+    the type the data are stored in, inferred from the sampled maximum: ``1`` for reflectances scaled to
+    ``[0, 1]``, ``255`` for 8-bit, ``65535`` for 16-bit data, and no upper bound (``inf``) above that (float
+    radiances, 32-bit integers).
+
+    Args:
+        value_range: Per-band sampled maximum (one value or one per band).
+
+    Returns:
+        One ceiling per given value.
+    """
+    values = [float(v) for v in (value_range if isinstance(value_range, Sequence) else [value_range])]
+    return [next((c for c in (1.0, 255.0, 65535.0) if v <= c), math.inf) for v in values]
+
+
 def band_brightness_contrast(
     x: Tensor,
     brightness: float,
@@ -115,14 +135,15 @@ def band_brightness_contrast(
     """Independent brightness and contrast change per sample and per band, for any number of bands.
 
     ``x_c <- (x_c - mean_c) * u + mean_c + v * range_c`` with ``u ~ U(1 - contrast, 1 + contrast)`` and
-    ``v ~ U(-brightness, brightness)``, clamped to ``[0, range_c]``; ``mean_c`` is the band mean of the
-    sample.
+    ``v ~ U(-brightness, brightness)``; ``mean_c`` is the band mean of the sample. Only the changed samples are
+    clamped, to ``[0, ceiling_c]`` with the data type's ceiling of :func:`dtype_ceiling` (not to ``range_c``):
+    unchanged samples stay bit-identical, so training sees the same values as inference.
 
     Args:
         x: Batch (B, C, H, W) of raw values.
         brightness: Additive shift as a fraction of the band's range.
         contrast: Multiplicative contrast spread.
-        value_range: Per-band maximum (one value or C values).
+        value_range: Per-band maximum (one value or C values), the scale of the brightness shift.
         p: Probability per sample.
 
     Returns:
@@ -130,11 +151,14 @@ def band_brightness_contrast(
     """
     b, c = x.shape[:2]
     rng = _range_tensor(value_range, c, x)
-    apply = (torch.rand(b, 1, 1, 1, device=x.device) < p).to(x.dtype)
-    u = 1 + contrast * (2 * torch.rand(b, c, 1, 1, device=x.device, dtype=x.dtype) - 1) * apply
-    v = brightness * (2 * torch.rand(b, c, 1, 1, device=x.device, dtype=x.dtype) - 1) * apply
+    ceiling = _range_tensor(dtype_ceiling(rng.flatten().tolist()), c, x)
+    apply = torch.rand(b, 1, 1, 1, device=x.device) < p
+    u = 1 + contrast * (2 * torch.rand(b, c, 1, 1, device=x.device, dtype=x.dtype) - 1)
+    v = brightness * (2 * torch.rand(b, c, 1, 1, device=x.device, dtype=x.dtype) - 1)
+    changed = apply & ((u != 1) | (v != 0))
     mean = x.mean(dim=(-2, -1), keepdim=True)
-    return torch.minimum(((x - mean) * u + mean + v * rng).clamp_min(0), rng)
+    out = torch.minimum(((x - mean) * u + mean + v * rng).clamp_min(0), ceiling)
+    return torch.where(changed, out, x)
 
 
 def grayscale_weights(channels: int, rgb_bands: Sequence[int] | None) -> list[float]:
@@ -211,7 +235,9 @@ class SSLAugmentation(nn.Module):
         self.value_range = value_range
         self.crop = K.RandomResizedCrop((crop_size, crop_size), scale=scale, p=1.0)
         s = color_strength
-        self.jitter = K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.1 * s, p=color_p) if s > 0 else None
+        # p=1 on the samples drawn here: the others must keep their exact values (no [0, 1] clamp).
+        self.jitter = K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.1 * s, p=1.0) if s > 0 else None
+        self.color_p = color_p
         self.band_brightness, self.band_contrast, self.band_p = band_brightness, band_contrast, band_p
         self.grayscale_p = grayscale_p
         kernel = max(3, int(0.1 * crop_size) // 2 * 2 + 1)
@@ -238,11 +264,13 @@ class SSLAugmentation(nn.Module):
                 v, self.band_brightness, self.band_contrast, rng.flatten().tolist(), self.band_p
             )
         if self.jitter is not None and self.rgb_bands is not None:
-            idx = self.rgb_bands
-            scale = rng[:, idx]
-            rgb = self.jitter((v[:, idx] / scale).clamp(0, 1)) * scale
-            v = v.clone()
-            v[:, idx] = rgb
+            sel = torch.rand(b, device=v.device) < self.color_p
+            if bool(sel.any()):
+                idx = self.rgb_bands
+                scale = rng[:, idx]
+                rgb = self.jitter((v[sel][:, idx] / scale).clamp(0, 1)) * scale
+                v = v.clone()
+                v[sel.nonzero()[:, 0, None], torch.tensor(idx, device=v.device)] = rgb
         if self.grayscale_p > 0:
             v = band_grayscale(v, grayscale_weights(c, self.rgb_bands), self.grayscale_p)
         if self.blur is not None:
@@ -254,8 +282,10 @@ class SSLAugmentation(nn.Module):
 class SegmentationAugmentation(nn.Module):
     """Segmentation augmentation: same scaled crop, flips, rot90 on image and mask; photometric on image.
 
-    The image is resized bilinearly and the mask with nearest neighbour; areas padded when the scaled image is
-    smaller than the crop get 0 in the image and the ignore index in the mask.
+    The image is resized bilinearly and the mask with nearest neighbour on the same pixel grid
+    (``nearest-exact``: each output pixel takes the label of the input pixel its centre falls in, where legacy
+    ``nearest`` is shifted by up to half an input pixel); areas padded when the scaled image is smaller than
+    the crop get 0 in the image and the ignore index in the mask.
 
     Args:
         crop_size: Output size; ``None`` keeps the input size.
@@ -311,7 +341,7 @@ class SegmentationAugmentation(nn.Module):
             s = float(torch.empty(1).uniform_(*self.scale))
             sh, sw = max(1, round(h * s)), max(1, round(w * s))
             img = F.interpolate(image[i : i + 1].float(), size=(sh, sw), mode="bilinear", align_corners=False)
-            msk = F.interpolate(mask[i : i + 1, None].float(), size=(sh, sw), mode="nearest").long()
+            msk = F.interpolate(mask[i : i + 1, None].float(), size=(sh, sw), mode="nearest-exact").long()
             ph, pw = max(0, out_h - sh), max(0, out_w - sw)
             if ph or pw:
                 img = F.pad(img, (0, pw, 0, ph), value=0.0)
