@@ -15,12 +15,20 @@ from typing import Any, cast
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from falsecl.datasets import SEGMENTATION_DATASETS, DubaiAerial, SegmentationDataset, UnlabeledImagery
+from falsecl.datasets.errors import DatasetError
 from falsecl.datasets.io import IGNORE_INDEX
 from falsecl.datasets.stats import BandStats, cached_band_stats
-from falsecl.datasets.subsets import ids_to_indices, label_fraction_subset, load_ids, save_ids
+from falsecl.datasets.subsets import (
+    fingerprint_mismatch,
+    ids_to_indices,
+    label_fraction_subset,
+    load_fingerprint,
+    load_ids,
+    save_ids,
+)
 from falsecl.transforms import SegmentationAugmentation, SSLAugmentation, normalize
 
 log = logging.getLogger(__name__)
@@ -42,10 +50,17 @@ def _training(dm: LightningDataModule) -> bool:
 
 def _loader(dataset: Dataset[Any], batch_size: int, num_workers: int, shuffle: bool) -> DataLoader[Any]:
     size = len(dataset)  # type: ignore[arg-type]
+    sampler: RandomSampler | None = None
+    if shuffle and size < batch_size:
+        # Fewer patches than one batch (a tiny label fraction): resample them so every batch is full, since
+        # batch norm cannot train on a batch of one and a ragged batch would weight patches unevenly.
+        log.info("%d training patch(es) for batches of %d: sampling with replacement", size, batch_size)
+        sampler = RandomSampler(dataset, replacement=True, num_samples=batch_size)  # type: ignore[arg-type]
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=num_workers,
         # A last batch of one sample breaks BatchNorm; drop it when there is more than one batch.
         drop_last=shuffle and size > batch_size,
@@ -273,6 +288,7 @@ class SegmentationDataModule(LightningDataModule):
         self.train_full: SegmentationDataset | None = None
         self.train_set: Dataset[dict[str, Tensor]] | None = None
         self.train_indices: list[int] = []
+        self.subset_file: str | None = None
         self.val_set: SegmentationDataset | None = None
         self.augment: SegmentationAugmentation | None = None
 
@@ -297,17 +313,14 @@ class SegmentationDataModule(LightningDataModule):
         self.class_names, self.num_classes = list(train.classes), train.num_classes
         self.in_channels = train.in_channels
         run_dir = _run_dir(self)
-        subset_file = self.subset_path or (str(run_dir / "label_subset.txt") if run_dir is not None else None)
-        if subset_file is not None and Path(subset_file).is_file():
-            self.train_indices = ids_to_indices(load_ids(subset_file), train.patch_ids, subset_file)
-        else:
-            self.train_indices = label_fraction_subset(train.patches, self.label_fraction, self.seed)
-            if subset_file is not None:
-                save_ids([train.patch_ids[i] for i in self.train_indices], subset_file)
+        source = self.source_fingerprint(train)
+        self.train_indices, self.subset_file = self._label_subset(train, source, run_dir)
         self.train_set = train if len(self.train_indices) == len(train) else Subset(train, self.train_indices)
         stats_file = self.stats_path or (str(run_dir / "band_stats.json") if run_dir is not None else None)
         # Statistics use every training patch's imagery (pixels need no label), sampled for speed.
-        stats = cached_band_stats(train, stats_file, self.stats_patches, self.seed, bands=self.in_channels)
+        stats = cached_band_stats(
+            train, stats_file, self.stats_patches, self.seed, bands=self.in_channels, fingerprint=source
+        )
         self.mean, self.std = list(stats.mean), list(stats.std)
         self.val_set = self.make_dataset(self.val_split, self.patch_size)
         self.augment = SegmentationAugmentation(
@@ -321,6 +334,48 @@ class SegmentationDataModule(LightningDataModule):
             value_range=stats.max,
             ignore_index=self.ignore_index,
         )
+
+    def source_fingerprint(self, train: SegmentationDataset) -> dict[str, Any]:
+        """What the training patches are drawn from: recorded with every artefact derived from them."""
+        return {
+            "dataset": self.dataset_name,
+            "root": str(Path(self.root).resolve()),
+            "split": self.train_split,
+            "bands": train.band_indices,
+            "patch_size": self.patch_size,
+            "stride": self.stride,
+            "num_files": len(train.files),
+            "num_patches": len(train),
+        }
+
+    def _label_subset(
+        self, train: SegmentationDataset, source: dict[str, Any], run_dir: Path | None
+    ) -> tuple[list[int], str | None]:
+        """Load the subset file that matches this fraction, seed and source, or draw one and save it.
+
+        Without an explicit ``subset_path`` the file is named after what it holds
+        (``label_subset_<dataset>_<split>_f<fraction>_s<seed>.txt``), so another fraction or seed in the same
+        run folder draws its own. A file with a fingerprint from other settings is refused; a file without one
+        (a list written by hand) is used as given.
+        """
+        wanted = {**source, "fraction": self.label_fraction, "seed": self.seed}
+        name = f"label_subset_{self.dataset_name}_{self.train_split}_f{self.label_fraction:g}_s{self.seed}.txt"
+        subset_file = self.subset_path or (str(run_dir / name) if run_dir is not None else None)
+        if subset_file is not None and Path(subset_file).is_file():
+            saved = load_fingerprint(subset_file)
+            changed = fingerprint_mismatch(saved, wanted) if saved is not None else []
+            if changed:
+                raise DatasetError(
+                    f"label subset {subset_file} was drawn under other settings ({'; '.join(changed)}). Fix: "
+                    "delete it to draw a new subset, or pass another --data.subset_path."
+                )
+            if saved is None:
+                log.warning("label subset %s has no fingerprint; using its patch ids as given", subset_file)
+            return ids_to_indices(load_ids(subset_file), train.patch_ids, subset_file), subset_file
+        indices = label_fraction_subset(train.patches, self.label_fraction, self.seed)
+        if subset_file is not None:
+            save_ids([train.patch_ids[i] for i in indices], subset_file, wanted)
+        return indices, subset_file
 
     def train_dataloader(self) -> DataLoader[Any]:
         """Raw labelled patches of the subset, shuffled."""

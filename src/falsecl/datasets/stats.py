@@ -7,7 +7,9 @@ ImageNet default: the bands (IR), the sensor and the bit depth (uint8 or 16-bit)
 from __future__ import annotations
 
 import json
+import logging
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,6 +18,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from falsecl.datasets.errors import DatasetError
+from falsecl.datasets.subsets import fingerprint_mismatch
+
+log = logging.getLogger(__name__)
 
 
 class PatchSource(Protocol):
@@ -91,11 +96,23 @@ def compute_band_stats(dataset: PatchSource, max_patches: int = 256, seed: int =
     return BandStats([float(v) for v in mean], std, [float(v) for v in peak], int(len(chosen)))
 
 
-def save_band_stats(stats: BandStats, path: str | Path) -> None:
-    """Write ``stats`` as JSON (creating parent folders)."""
+def save_band_stats(stats: BandStats, path: str | Path, fingerprint: Mapping[str, Any] | None = None) -> None:
+    """Write ``stats`` as JSON (creating parent folders), with the fingerprint of their source if given."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(stats), indent=2) + "\n")
+    record: dict[str, Any] = asdict(stats)
+    if fingerprint is not None:
+        record["fingerprint"] = dict(fingerprint)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def load_stats_fingerprint(path: str | Path) -> dict[str, Any] | None:
+    """The fingerprint stored in a statistics file, or ``None`` (older file, or none was given)."""
+    try:
+        value = json.loads(Path(path).read_text()).get("fingerprint")
+    except (ValueError, AttributeError):
+        return None
+    return dict(value) if isinstance(value, dict) else None
 
 
 def load_band_stats(path: str | Path) -> BandStats:
@@ -125,8 +142,9 @@ def cached_band_stats(
     max_patches: int = 256,
     seed: int = 0,
     bands: int | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
 ) -> BandStats:
-    """Load statistics from ``path`` when it exists with the right band count, else compute and save them.
+    """Load statistics from ``path`` when they were computed from the same source, else compute and save them.
 
     Args:
         dataset: Training dataset.
@@ -134,15 +152,27 @@ def cached_band_stats(
         max_patches: Sample size for :func:`compute_band_stats`.
         seed: Sampling seed.
         bands: Expected band count; a cache with another count is recomputed.
+        fingerprint: What the statistics are drawn from (dataset, root, split, bands, patch size ...). A cache
+            whose stored fingerprint differs, or that has none, is recomputed (and the change logged), so
+            statistics of other imagery are never reused silently.
 
     Returns:
         The statistics.
     """
+    wanted = dict(fingerprint or {}, max_patches=max_patches, seed=seed) if fingerprint is not None else None
     if path is not None and Path(path).is_file():
         stats = load_band_stats(path)
-        if bands is None or stats.bands == bands:
+        saved = load_stats_fingerprint(path)
+        same_source = wanted is None or (saved is not None and not fingerprint_mismatch(saved, wanted))
+        if same_source and (bands is None or stats.bands == bands):
             return stats
+        changed = fingerprint_mismatch(saved, wanted) if saved is not None and wanted is not None else []
+        log.warning(
+            "band statistics %s were computed from another source (%s); recomputing them",
+            path,
+            "; ".join(changed) or "no fingerprint or another band count",
+        )
     stats = compute_band_stats(dataset, max_patches, seed)
     if path is not None:
-        save_band_stats(stats, path)
+        save_band_stats(stats, path, wanted)
     return stats

@@ -1,14 +1,18 @@
 """Label-fraction subsets (1, 5, 10, 25, 100 % of the training patches), seeded and stratified by tile.
 
 The subset is saved as a list of patch ids (one per line) so a run can be reproduced and compared across
-methods on exactly the same labels, as in the FALSE paper's few-label protocol.
+methods on exactly the same labels, as in the FALSE paper's few-label protocol. Its first line is a comment
+holding the *fingerprint* of what it was drawn from (dataset, root, split, patch size, stride, fraction, seed,
+file and patch counts), so a file drawn under other settings is never reused silently.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,16 +63,38 @@ def label_fraction_subset(patches: Sequence[Patch], fraction: float, seed: int =
     return sorted(chosen)
 
 
-def save_ids(ids: Sequence[str], path: str | Path) -> None:
-    """Write patch ids one per line (creating parent folders)."""
+_FINGERPRINT = "# fingerprint: "
+
+
+def save_ids(ids: Sequence[str], path: str | Path, fingerprint: Mapping[str, Any] | None = None) -> None:
+    """Write patch ids one per line (creating parent folders), after an optional fingerprint comment."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{i}\n" for i in ids))
+    head = f"{_FINGERPRINT}{json.dumps(dict(fingerprint), sort_keys=True)}\n" if fingerprint is not None else ""
+    path.write_text(head + "".join(f"{i}\n" for i in ids))
 
 
 def load_ids(path: str | Path) -> list[str]:
-    """Read patch ids written by :func:`save_ids`."""
-    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    """Read patch ids written by :func:`save_ids` (or by hand: one per line, ``#`` comments skipped)."""
+    lines = (line.strip() for line in Path(path).read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def load_fingerprint(path: str | Path) -> dict[str, Any] | None:
+    """The fingerprint saved with an id list, or ``None`` for a file without one (e.g. written by hand)."""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(_FINGERPRINT):
+            try:
+                value = json.loads(line[len(_FINGERPRINT) :])
+            except ValueError as err:
+                raise DatasetError(f"{path}: unreadable fingerprint line ({err}). Fix: delete the file.") from err
+            return dict(value) if isinstance(value, dict) else None
+    return None
+
+
+def fingerprint_mismatch(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """``"key: saved -> wanted"`` for every key of ``wanted`` whose saved value differs (empty: same source)."""
+    return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in wanted.items() if saved.get(k) != v]
 
 
 def ids_to_indices(ids: Sequence[str], patch_ids: Sequence[str], source: str | Path = "subset") -> list[int]:

@@ -1,0 +1,117 @@
+"""The protocol's cached artefacts: label subsets and band statistics record what they were drawn from."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from falsecl.datamodules import SegmentationDataModule
+from falsecl.datasets.errors import DatasetError
+from falsecl.datasets.subsets import load_fingerprint, load_ids
+
+
+def _fakes():
+    name = "falsecl_test_fake_layouts"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "data" / "fake_layouts.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+fakes = _fakes()
+
+
+class FakeTrainer:
+    def __init__(self, root):
+        self.default_root_dir = str(root)
+        self.training = True
+
+
+def _setup(run, **kwargs):
+    dm = SegmentationDataModule(**kwargs)
+    dm.trainer = FakeTrainer(run)
+    dm.setup("fit")
+    return dm
+
+
+@pytest.fixture
+def dubai(tmp_path):
+    return fakes.make_dubai(tmp_path / "dubai", per_tile=2, size=(64, 64))
+
+
+def _kwargs(root, **over):
+    return {"dataset": "dubai", "root": str(root), "patch_size": 32, "batch_size": 4, **over}
+
+
+def test_rerun_with_other_fraction_or_seed_never_reuses_the_subset(tmp_path, dubai):
+    run = tmp_path / "run"
+    first = _setup(run, **_kwargs(dubai, label_fraction=0.05, seed=0))
+    full = _setup(run, **_kwargs(dubai, label_fraction=1.0, seed=0))
+    other_seed = _setup(run, **_kwargs(dubai, label_fraction=0.25, seed=3))
+    assert len(first.train_indices) == 2 and len(full.train_indices) == 40 and len(other_seed.train_indices) == 10
+    again = _setup(run, **_kwargs(dubai, label_fraction=0.25, seed=7))
+    assert again.train_indices != other_seed.train_indices or len(again.train_indices) != 10
+    # Each draw lives in a file whose name says what it is, with the fingerprint of its source.
+    names = sorted(p.name for p in run.glob("label_subset*.txt"))
+    assert names == [
+        "label_subset_dubai_train_f0.05_s0.txt",
+        "label_subset_dubai_train_f0.25_s3.txt",
+        "label_subset_dubai_train_f0.25_s7.txt",
+        "label_subset_dubai_train_f1_s0.txt",
+    ]
+    fp = load_fingerprint(run / "label_subset_dubai_train_f0.25_s3.txt")
+    assert fp["fraction"] == 0.25 and fp["seed"] == 3 and fp["dataset"] == "dubai" and fp["split"] == "train"
+    assert fp["patch_size"] == 32 and fp["num_files"] == 10 and fp["root"] == str(dubai.resolve())
+    assert len(load_ids(run / "label_subset_dubai_train_f0.25_s3.txt")) == 10
+    # The same settings reload the same subset.
+    assert _setup(run, **_kwargs(dubai, label_fraction=0.25, seed=3)).train_indices == other_seed.train_indices
+
+
+def test_explicit_subset_file_from_other_settings_is_refused(tmp_path, dubai):
+    subset = tmp_path / "my_subset.txt"
+    _setup(tmp_path / "a", **_kwargs(dubai, label_fraction=0.25, seed=1, subset_path=str(subset)))
+    with pytest.raises(DatasetError, match=r"my_subset\.txt.*fraction.*(delete|another)"):
+        _setup(tmp_path / "b", **_kwargs(dubai, label_fraction=0.5, seed=1, subset_path=str(subset)))
+    with pytest.raises(DatasetError, match=r"my_subset\.txt.*patch_size"):
+        _setup(tmp_path / "c", **_kwargs(dubai, label_fraction=0.25, seed=1, subset_path=str(subset), patch_size=16))
+
+
+def test_hand_written_subset_without_fingerprint_is_used_as_given(tmp_path, dubai):
+    dm = _setup(tmp_path / "a", **_kwargs(dubai, label_fraction=0.25, seed=1))
+    ids = [dm.train_full.patch_ids[i] for i in (0, 5)]
+    subset = tmp_path / "paper_subset.txt"
+    subset.write_text("\n".join(ids) + "\n")
+    again = _setup(tmp_path / "b", **_kwargs(dubai, label_fraction=0.25, seed=1, subset_path=str(subset)))
+    assert again.train_indices == [0, 5]
+
+
+def test_band_stats_are_recomputed_when_their_source_changes(tmp_path, dubai):
+    stats = tmp_path / "band_stats.json"
+    other = fakes.make_dubai(tmp_path / "other", per_tile=2, size=(96, 64))
+    a = _setup(tmp_path / "a", **_kwargs(dubai, stats_path=str(stats)))
+    saved = json.loads(stats.read_text())
+    assert saved["fingerprint"]["root"] == str(dubai.resolve()) and saved["fingerprint"]["patch_size"] == 32
+    b = _setup(tmp_path / "b", **_kwargs(other, stats_path=str(stats)))  # same bands, other imagery
+    assert a.mean != b.mean
+    assert json.loads(stats.read_text())["fingerprint"]["root"] == str(other.resolve())
+    c = _setup(tmp_path / "c", **_kwargs(other, stats_path=str(stats)))
+    assert c.mean == b.mean
+    d = _setup(tmp_path / "d", **_kwargs(other, stats_path=str(stats), bands=[2, 1, 0]))
+    assert d.mean == b.mean[::-1]
+    # A re-run of another dataset in the same run folder stops instead of reusing the other's subset.
+    with pytest.raises(DatasetError, match=r"label_subset_dubai_train_f1_s0\.txt.*root"):
+        _setup(tmp_path / "a", **_kwargs(other))
+
+
+def test_training_subset_smaller_than_a_batch_fills_whole_batches(tmp_path, dubai):
+    dm = _setup(tmp_path / "run", **_kwargs(dubai, label_fraction=0.05, seed=0, batch_size=8))
+    assert len(dm.train_indices) == 2
+    batches = list(dm.train_dataloader())
+    assert len(batches) >= 1 and all(b["image"].shape[0] == 8 for b in batches)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
+    model(batches[0]["image"])  # a batch of one would raise "Expected more than 1 value per channel"
