@@ -206,7 +206,7 @@ def queue_size_warning(queue_size: int, patches: int) -> str | None:
     return (
         f"the MoCo queue ({queue_size} keys) holds more than half of the {patches} pretraining patches: "
         f"about {100 * share:.0f} % of queries meet an earlier view of their own patch in it "
-        f"({queue_size / patches:.1f} copies on average). Such keys are masked when batches carry 'index', but the "
-        f"queue then mostly repeats the data; use --model.init_args.queue_size {max(1, patches // 2)} or less, "
-        "or pretrain on more patches."
+        f"({queue_size / patches:.1f} copies on average). Such keys are masked when batches carry 'index', so "
+        "they are wasted slots rather than new negatives; use --model.init_args.queue_size "
+        f"{max(1, patches // 2)} or less, or pretrain on more patches."
     )
