@@ -115,3 +115,68 @@ def test_training_subset_smaller_than_a_batch_fills_whole_batches(tmp_path, duba
     assert len(batches) >= 1 and all(b["image"].shape[0] == 8 for b in batches)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
     model(batches[0]["image"])  # a batch of one would raise "Expected more than 1 value per channel"
+
+
+# ------------------------------------------------------------------ validation never touches the test split
+from falsecl.datasets import ISPRSMMSeg, LoveDA, PotsdamPatches, PotsdamTiles  # noqa: E402
+from falsecl.datasets.isprs import POTSDAM_TEST, POTSDAM_TRAIN  # noqa: E402
+from falsecl.datasets.subsets import carve_tiles  # noqa: E402
+
+
+def _tiles(ds):
+    return {f.tile for f in ds.files}
+
+
+def _images(ds):
+    return {f.image for f in ds.files}
+
+
+def test_carve_is_seeded_disjoint_and_leaves_training_tiles():
+    tiles = [f"t{i}" for i in range(24)]
+    a = carve_tiles(tiles, 0.125, 0)
+    assert len(a) == 3 and a == carve_tiles(list(reversed(tiles)), 0.125, 0) and set(a) <= set(tiles)
+    assert carve_tiles(tiles, 0.125, 1) != a
+    assert len(carve_tiles(["x", "y"], 0.9, 0)) == 1  # at least one tile stays for training
+    with pytest.raises(ValueError, match="own"):
+        carve_tiles(["x"], 0.125, 0)
+
+
+def test_potsdam_validation_is_carved_from_training_tiles(tmp_path):
+    root = fakes.make_potsdam_tiles(tmp_path / "p", tiles=POTSDAM_TRAIN + POTSDAM_TEST, size=16)
+    splits = {s: PotsdamTiles(str(root), s, patch_size=16) for s in ("train", "val", "test")}
+    tiles = {s: _tiles(d) for s, d in splits.items()}
+    assert tiles["test"] == set(POTSDAM_TEST) and len(tiles["val"]) == 3 and len(tiles["train"]) == 21
+    assert tiles["val"] | tiles["train"] == set(POTSDAM_TRAIN) and not tiles["val"] & tiles["train"]
+    assert "carved from train: 3 of 24 tiles" in splits["val"].split_description
+
+
+@pytest.mark.parametrize("family", ["potsdam_patches", "loveda", "isprs_mmseg"])
+def test_official_val_is_the_test_split_and_validation_is_carved(tmp_path, family):
+    if family == "potsdam_patches":
+        names = [f"top_potsdam_{t}_0_{k}" for t in ("2_10", "3_11", "4_12", "5_10") for k in range(2)]
+        root = fakes.make_isprs_patches(tmp_path / "p", "train", names=names, size=16)
+        fakes.make_isprs_patches(root, "val", names=["top_potsdam_2_13_0_0"], size=16)
+        make = lambda s: PotsdamPatches(str(root), s, patch_size=16)  # noqa: E731
+    elif family == "loveda":
+        root = fakes.make_loveda(tmp_path / "l", splits=("Train", "Val"), size=16)
+        make = lambda s: LoveDA(str(root), s, patch_size=16)  # noqa: E731
+    else:
+        root = fakes.make_mmseg(tmp_path / "m", splits=("train", "val"), size=16)
+        make = lambda s: ISPRSMMSeg(str(root), s, patch_size=16)  # noqa: E731
+    train, val, test = make("train"), make("val"), make("test")
+    assert not _images(train) & _images(val) and not _images(val) & _images(test)
+    assert not _images(train) & _images(test) and val.val_tiles and not _tiles(train) & _tiles(val)
+    official_val = {f.image for f in test.files}
+    assert all("val" in str(p).lower() for p in official_val)
+
+
+def test_datamodule_records_how_validation_was_chosen(tmp_path):
+    root = fakes.make_potsdam_tiles(tmp_path / "p", tiles=POTSDAM_TRAIN + POTSDAM_TEST[:1], size=16)
+    dm = _setup(tmp_path / "run", dataset="potsdam", root=str(root), patch_size=16, batch_size=2)
+    held = load_ids(tmp_path / "run" / "val_tiles.txt")
+    assert len(held) == 3 and set(held) == {f.tile for f in dm.val_set.files}
+    assert not set(held) & {f.tile for f in dm.train_full.files}
+    assert dm.val_description.startswith("val: carved from train: 3 of 24 tiles")
+    assert dm.class_colours[1] == [0, 0, 255]
+    dubai = _setup(tmp_path / "d", **_kwargs(fakes.make_dubai(tmp_path / "dubai", size=(32, 32))))
+    assert dubai.val_description == "val: the 'val' split: 1 tile(s): tile2"

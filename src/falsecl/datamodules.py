@@ -289,6 +289,9 @@ class SegmentationDataModule(LightningDataModule):
         self.train_set: Dataset[dict[str, Tensor]] | None = None
         self.train_indices: list[int] = []
         self.subset_file: str | None = None
+        #: How the validation split (which picks the best checkpoint) was chosen, in words.
+        self.val_description = ""
+        self.class_colours: list[list[int]] = [list(c) for c in cls.colours]
         self.val_set: SegmentationDataset | None = None
         self.augment: SegmentationAugmentation | None = None
 
@@ -323,6 +326,11 @@ class SegmentationDataModule(LightningDataModule):
         )
         self.mean, self.std = list(stats.mean), list(stats.std)
         self.val_set = self.make_dataset(self.val_split, self.patch_size)
+        self.val_description = f"{self.val_split}: {self.val_set.split_description}"
+        self.class_colours = [list(c) for c in train.colours]
+        if run_dir is not None and self.val_set.val_tiles:
+            # Recorded next to the label subset: which training tiles were held out to choose the checkpoint.
+            save_ids(self.val_set.val_tiles, run_dir / "val_tiles.txt", {**source, "split": self.val_split})
         self.augment = SegmentationAugmentation(
             self.crop_size,
             scale=self.scale_range,

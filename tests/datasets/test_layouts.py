@@ -91,21 +91,23 @@ def test_potsdam_official_split_lists():
 
 def test_isprs_patch_folders(tmp_path, fakes):
     root = fakes.make_isprs_patches(tmp_path / "p", "train")
-    ds = PotsdamPatches(root, "train", patch_size=None)
-    assert len(ds) == 3 and {f.tile for f in ds.files} == {"top_potsdam_2_10", "top_potsdam_3_11"}
+    train, val = (PotsdamPatches(root, s, patch_size=None) for s in ("train", "val"))
+    assert {f.tile for f in train.files} | {f.tile for f in val.files} == {"top_potsdam_2_10", "top_potsdam_3_11"}
+    assert len(train) + len(val) == 3 and not {f.tile for f in train.files} & {f.tile for f in val.files}
+    ds = train if len(train) == 2 else val  # tile 2_10: patches 0 and 1
     check_sample(ds[1], 4, (32, 32), 6)
     assert np.array_equal(ds[1]["mask"].numpy(), fakes.class_map(32, 32, 6, 1))
     v = fakes.make_isprs_patches(tmp_path / "v", "val", names=["area1_0"], bands=3)
-    assert VaihingenPatches(v, "val", patch_size=16)[0]["image"].shape == (3, 16, 16)
+    assert VaihingenPatches(v, "test", patch_size=16)[0]["image"].shape == (3, 16, 16)  # the official val folder
 
 
 def test_isprs_mmseg_split_and_flat(tmp_path, fakes):
     root = fakes.make_mmseg(tmp_path / "m")
-    ds = ISPRSMMSeg(root, "val", patch_size=32)
+    ds = ISPRSMMSeg(root, "test", patch_size=32)  # mmseg's val folder holds the test tiles
     assert ds.files[0].tile == "2_10" and len(ds) == 8
     raw = fakes.class_map(64, 64, 7, 10)
     assert np.array_equal(
-        ISPRSMMSeg(root, "val", patch_size=None)[0]["mask"].numpy(), np.where(raw == 0, 255, raw - 1)
+        ISPRSMMSeg(root, "test", patch_size=None)[0]["mask"].numpy(), np.where(raw == 0, 255, raw - 1)
     )
     flat = fakes.make_mmseg(tmp_path / "flat", splits=None)
     assert ISPRSMMSeg.default_split(flat) == "all" and len(ISPRSMMSeg(flat, "all", patch_size=None)) == 2
@@ -134,11 +136,11 @@ def test_deepglobe_thresholds_noisy_colours(tmp_path, fakes):
 
 def test_loveda(tmp_path, fakes):
     root = fakes.make_loveda(tmp_path / "lv")
-    ds = LoveDA(root, "val", patch_size=32)
+    ds = LoveDA(root, "test", patch_size=32)  # the official Val folder
     assert len(ds.files) == 2 and len(ds) == 8 and ds.files[0].tile.startswith("urban/")
     raw = fakes.class_map(64, 64, 8, 3)
     assert np.array_equal(
-        LoveDA(root, "val", patch_size=None)[0]["mask"].numpy(), np.where(raw == 0, 255, raw - 1)
+        LoveDA(root, "test", patch_size=None)[0]["mask"].numpy(), np.where(raw == 0, 255, raw - 1)
     )
     assert len(LoveDA(root, "train", patch_size=None, scenes=["rural"]).files) == 1
 

@@ -30,6 +30,7 @@ from falsecl.datasets.io import (
     read_window,
     remap_index,
 )
+from falsecl.datasets.subsets import carve_tiles
 from falsecl.datasets.tiling import POLICIES, PaddingPolicy, Patch, tile_patches
 
 if TYPE_CHECKING:
@@ -111,6 +112,14 @@ class SegmentationDataset(Dataset[dict[str, Tensor]]):
     band_sets: ClassVar[dict[str, tuple[int, ...]]] = {}
     #: Which (0-based) bands are red, green, blue, for display and RGB-only colour augmentation.
     rgb_bands: tuple[int, int, int] | None = (0, 1, 2)
+    #: Split whose files another split reads (e.g. ``{"test": "val"}``: the official val folder is the test set).
+    split_sources: ClassVar[dict[str, str]] = {}
+    #: Whether ``val`` is carved from the training tiles (``train`` then excludes them), for layouts whose own
+    #: val split is what papers report on as the test set, or that have none.
+    carve_val: ClassVar[bool] = False
+    #: Share of training tiles held out by the carve, and its seed.
+    val_fraction: ClassVar[float] = 0.125
+    val_seed: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -139,7 +148,9 @@ class SegmentationDataset(Dataset[dict[str, Tensor]]):
                 "the folder "
                 f"that contains {self.image_pattern or 'the images'} (layouts: docs/data.md)."
             )
-        self.files: list[SampleFiles] = self._find_files()
+        #: Training tiles held out for validation when ``val`` is carved (empty otherwise).
+        self.val_tiles: list[str] = []
+        self.files: list[SampleFiles] = self._split_files()
         if not self.files:
             raise DatasetNotFoundError(
                 f"{type(self).__name__}: no images for split {split!r} under {self.root} (expected "
@@ -167,6 +178,48 @@ class SegmentationDataset(Dataset[dict[str, Tensor]]):
     def _find_files(self) -> list[SampleFiles]:
         """List the split's image/mask files (sorted, so indices are stable)."""
         raise NotImplementedError
+
+    def _carves_val(self) -> bool:
+        """Whether this dataset's ``val`` split is carved from its training tiles."""
+        return self.carve_val
+
+    def _files_of(self, split: str) -> list[SampleFiles]:
+        own, self.split = self.split, split
+        try:
+            return self._find_files()
+        finally:
+            self.split = own
+
+    def _split_files(self) -> list[SampleFiles]:
+        """The split's files: its own, another split's (:attr:`split_sources`), or a tile carve of train."""
+        if not self._carves_val():
+            return self._files_of(self.split)
+        if self.split not in ("train", "val"):
+            return self._files_of(self.split_sources.get(self.split, self.split))
+        pool = self._files_of("train")
+        if self.split == "train" and len({f.tile for f in pool}) < 2:
+            return pool  # nothing to hold out; asking for ``val`` says so
+        try:
+            self.val_tiles = carve_tiles([f.tile for f in pool], self.val_fraction, self.val_seed)
+        except ValueError as err:
+            raise DatasetError(f"{type(self).__name__} under {self.root}: {err}.") from err
+        held = set(self.val_tiles)
+        return [f for f in pool if (f.tile in held) == (self.split == "val")]
+
+    @property
+    def split_description(self) -> str:
+        """Where the split's images come from, in words (recorded with checkpoints and metrics)."""
+        if self.val_tiles:
+            pool = len({f.tile for f in self._files_of("train")})
+            return (
+                f"carved from train: {len(self.val_tiles)} of {pool} tiles (seed {self.val_seed}): "
+                + ", ".join(self.val_tiles)
+            )
+        source = self.split_sources.get(self.split, self.split) if self._carves_val() else self.split
+        tiles = sorted({f.tile for f in self.files})
+        shown = ", ".join(tiles[:8]) + (", ..." if len(tiles) > 8 else "")
+        origin = f"the official '{source}' folder" if source != self.split else f"the '{self.split}' split"
+        return f"{origin}: {len(tiles)} tile(s): {shown}"
 
     @property
     def palette(self) -> dict[Colour, int]:

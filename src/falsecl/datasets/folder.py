@@ -164,6 +164,10 @@ class FolderDataset(SegmentationDataset):
         """Colour -> class index table from the palette file."""
         return {} if self.index_map else self._table
 
+    def _carves_val(self) -> bool:
+        # Split folders without val/: validation is a seeded carve of train/ (by image).
+        return (self.root / "train").is_dir() and not (self.root / "val").is_dir()
+
     @classmethod
     def default_split(cls, root: str | Path) -> str:
         """``"all"`` for a flat root with ``images/``, else ``"train"``."""

@@ -45,8 +45,9 @@ POTSDAM_TEST = (
 class PotsdamTiles(SegmentationDataset):
     """ISPRS Potsdam, original release: 4-band GeoTIFF tiles with RGB colour labels, read in windows.
 
-    Splits: ``train`` = the 24 official training tiles, ``test`` = the 14 official test tiles; ``val`` is the
-    same 14 tiles (the convention of mmsegmentation and most papers, which report on them).
+    Splits: ``test`` = the 14 official test tiles; ``val`` = 3 of the 24 official training tiles, drawn with a
+    fixed seed, and ``train`` = the other 21, so model selection never looks at the test tiles (mmsegmentation
+    and most papers validate on the test tiles themselves).
 
     Args:
         root: Folder holding ``4_Ortho_RGBIR/`` and ``5_Labels_all/``.
@@ -62,9 +63,8 @@ class PotsdamTiles(SegmentationDataset):
     classes = ISPRS_CLASSES
     colours = ISPRS_COLOURS
     ignore_colours = ISPRS_IGNORE
-    split_tiles: ClassVar[dict[str, tuple[str, ...]]] = {
-        "train": POTSDAM_TRAIN, "val": POTSDAM_TEST, "test": POTSDAM_TEST,
-    }  # fmt: skip
+    split_tiles: ClassVar[dict[str, tuple[str, ...]]] = {"train": POTSDAM_TRAIN, "test": POTSDAM_TEST}
+    carve_val = True
     image_pattern = "4_Ortho_RGBIR/top_potsdam_{tile}_RGBIR.tif"
     mask_pattern = "5_Labels_all/top_potsdam_{tile}_label.tif"
     expected_bands = 4
@@ -82,6 +82,9 @@ class PotsdamTiles(SegmentationDataset):
     ) -> None:
         self.tiles = list(tiles) if tiles is not None else None
         super().__init__(root, split, patch_size, stride, padding, bands)  # type: ignore[arg-type]
+
+    def _carves_val(self) -> bool:
+        return self.tiles is None  # explicit tiles are the user's own choice, taken as given
 
     def _find_files(self) -> list[SampleFiles]:
         tiles = self.tiles if self.tiles is not None else self.split_tiles[self.split]
@@ -106,12 +109,16 @@ class ISPRSPatches(SegmentationDataset):
     """ISPRS patch folders as distributed with FALSE: ``<split>_RGBIR/*.tif`` + ``<split>_lbl/*.tif``.
 
     The tile of a patch (for label-fraction stratification) is its name without trailing ``_<number>`` groups.
+    The distributed ``val`` folder holds the patches papers report on, so it is falsecl's ``test`` split; ``val``
+    is a seeded carve of the training tiles (``train`` excludes them).
     """
 
     classes = ISPRS_CLASSES
     colours = ISPRS_COLOURS
     ignore_colours = ISPRS_IGNORE
-    splits = ("train", "val")
+    splits = ("train", "val", "test")
+    split_sources: ClassVar[dict[str, str]] = {"test": "val"}
+    carve_val = True
     image_pattern = "{split}_RGBIR/*.tif"
     mask_pattern = "{split}_lbl/{name}"
     band_sets: ClassVar[dict[str, tuple[int, ...]]] = {"rgb": (0, 1, 2), "rgbir": (0, 1, 2, 3)}
@@ -152,6 +159,8 @@ class ISPRSMMSeg(SegmentationDataset):
     Index masks: 0 = boundary/ignore, 1..6 = impervious, building, low vegetation, tree, car, clutter. With
     split sub-folders (``img_dir/train``, ``img_dir/val``) use those splits; a flat ``img_dir`` is the split
     ``"all"``. The tile of a crop ``2_10_0_0_512_512.png`` is ``2_10`` (the name without the four offsets).
+    With split folders, ``img_dir/val`` (the test tiles in mmsegmentation's conversion) is falsecl's ``test``
+    split and ``val`` is a seeded carve of the training tiles.
     """
 
     name = "isprs_mmseg"
@@ -161,6 +170,13 @@ class ISPRSMMSeg(SegmentationDataset):
     splits = ("train", "val", "test", "all")
     image_pattern = "img_dir/{split}/*.png"
     mask_pattern = "ann_dir/{split}/{name}"
+
+    split_sources: ClassVar[dict[str, str]] = {"test": "val"}
+
+    def _carves_val(self) -> bool:
+        # mmsegmentation's conversion has train/ and val/ (the test tiles); a layout with its own test/ keeps val.
+        img_dir = self.root / "img_dir"
+        return (img_dir / "train").is_dir() and not (img_dir / "test").is_dir()
 
     @classmethod
     def default_split(cls, root: str | Path) -> str:

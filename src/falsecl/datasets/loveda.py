@@ -6,6 +6,7 @@ Layout: ``<root>/{Train,Val}/{Urban,Rural}/{images_png,masks_png}/*.png``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from falsecl.datasets.base import Colour, SampleFiles, SegmentationDataset
 from falsecl.datasets.errors import DatasetNotFoundError
@@ -16,7 +17,8 @@ class LoveDA(SegmentationDataset):
 
     Args:
         root: Folder holding ``Train/`` and ``Val/``.
-        split: ``"train"`` or ``"val"`` (the test split has no public masks).
+        split: ``"train"``, ``"val"`` (a seeded carve of the ``Train`` images) or ``"test"`` (the official
+            ``Val`` folder; the official test set has no public masks).
         patch_size: Patch size; ``None`` for whole images.
         stride: Step between patches.
         padding: Tiling policy.
@@ -36,7 +38,11 @@ class LoveDA(SegmentationDataset):
         (255, 195, 128),
     )
     index_map: dict[int, int] = {0: 255, **{i: i - 1 for i in range(1, 8)}}
-    splits = ("train", "val")
+    splits = ("train", "val", "test")
+    # The official test set has no public masks, so results are reported on the official Val folder: that is
+    # falsecl's test split, and validation is a seeded carve of the training scenes.
+    split_sources: ClassVar[dict[str, str]] = {"test": "val"}
+    carve_val = True
     image_pattern = "{Split}/{Scene}/images_png/*.png"
     mask_pattern = "{Split}/{Scene}/masks_png/{name}"
     expected_bands = 3

@@ -63,6 +63,35 @@ def label_fraction_subset(patches: Sequence[Patch], fraction: float, seed: int =
     return sorted(chosen)
 
 
+def carve_tiles(tiles: Sequence[str], fraction: float = 0.125, seed: int = 0) -> list[str]:
+    """A seeded share of ``tiles`` held out for validation (at least one, and at least one left to train on).
+
+    Whole tiles (scenes) are held out, never patches of a tile that also trains, because neighbouring patches
+    of one scene are nearly duplicates. The draw depends only on the sorted tile names and the seed.
+
+    Args:
+        tiles: Tile identifiers of the training split.
+        fraction: Share of tiles to hold out.
+        seed: Random seed.
+
+    Returns:
+        The held-out tiles, sorted.
+
+    Raises:
+        ValueError: Fewer than two tiles, or ``fraction`` outside ``(0, 1)``.
+    """
+    names = sorted(set(tiles))
+    if len(names) < 2:
+        raise ValueError(
+            f"cannot carve a validation split from {len(names)} tile(s); give the dataset a val split of its own"
+        )
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    count = min(len(names) - 1, max(1, round(fraction * len(names))))
+    rng = np.random.default_rng(seed)
+    return sorted(names[i] for i in rng.choice(len(names), size=count, replace=False))
+
+
 _FINGERPRINT = "# fingerprint: "
 
 
