@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from falsecl.losses.distributed import gather, rank_and_world
+from falsecl.losses.fp32 import fp32_similarities
 
 Selection = Literal["per_anchor", "official"]
 NegativesMode = Literal["keep", "eliminate"]
@@ -210,6 +211,7 @@ def select_official(sim: Tensor, temperature: float, threshold: float) -> tuple[
     return accepted, chosen
 
 
+@fp32_similarities
 def false_loss(
     z0: Tensor,
     z1: Tensor,

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from falsecl.losses.distributed import gather, rank_and_world
+from falsecl.losses.fp32 import fp32_similarities
 
 
 def _check_pair(z0: Tensor, z1: Tensor, names: tuple[str, str] = ("z0", "z1")) -> None:
@@ -25,6 +26,7 @@ def _check_pair(z0: Tensor, z1: Tensor, names: tuple[str, str] = ("z0", "z1")) -
         raise ValueError(f"{names[0]} is empty; pass at least one sample")
 
 
+@fp32_similarities
 def simclr_similarities(z0: Tensor, z1: Tensor, gather_distributed: bool = False) -> tuple[Tensor, Tensor]:
     """Cosine similarities of the SimCLR layout: 2N anchors, each against the other 2M - 1 samples.
 
@@ -71,6 +73,7 @@ def simclr_similarities(z0: Tensor, z1: Tensor, gather_distributed: bool = False
     return pos, neg
 
 
+@fp32_similarities
 def queue_similarities(q: Tensor, k: Tensor, queue: Tensor) -> tuple[Tensor, Tensor]:
     """Cosine similarities of the MoCo layout: each query against its key and against the queue of keys.
 
@@ -94,6 +97,7 @@ def queue_similarities(q: Tensor, k: Tensor, queue: Tensor) -> tuple[Tensor, Ten
     return (q * k).sum(dim=1), q @ queue.T
 
 
+@fp32_similarities
 def anchor_similarities(
     z0: Tensor, z1: Tensor, queue: Tensor | None = None, gather_distributed: bool = False
 ) -> tuple[Tensor, Tensor]:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from falsecl.losses.debiased import DebiasedContrastiveLoss
 from falsecl.losses.false import FALSELoss
+from falsecl.losses.fp32 import FP32Loss
 from falsecl.losses.hard_negative import HardNegativeLoss
 from falsecl.tasks.base import PretrainTask, loss_statistics
 
@@ -66,7 +67,8 @@ def build_contrastive_loss(
     if loss == "ntxent":
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        ntxent: nn.Module = NTXentLoss(temperature=temperature, gather_distributed=True)
+        # lightly computes its similarity matrix in the autocast dtype; keep it in fp32 like falsecl's losses.
+        ntxent: nn.Module = FP32Loss(NTXentLoss(temperature=temperature, gather_distributed=True))
         return ntxent
     if loss == "debiased":
         return DebiasedContrastiveLoss(temperature=temperature, tau_plus=tau_plus, gather_distributed=True)
