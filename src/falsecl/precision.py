@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -55,3 +55,31 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
     elif isinstance(device, str) and device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return "bf16-mixed" if device_supports_bf16(device) else "32-true"
+
+
+PRECISION_HELP = (
+    "numeric precision: 'auto' (bf16-mixed where the CPU/GPU runs bf16 natively, else 32-true), 'bf16-mixed' or "
+    "'32-true'; an explicit --trainer.precision wins"
+)
+
+
+def trainer_precision(precision: str | None, trainer_precision: Any, accelerator: Any) -> str | None:
+    """The precision to give Lightning's Trainer from falsecl's ``--precision`` and ``--trainer.precision``.
+
+    Args:
+        precision: falsecl's ``--precision`` (``"auto"``, ``"bf16-mixed"``, ``"32-true"`` or ``None``).
+        trainer_precision: ``--trainer.precision`` as configured (``None`` when not set); it wins when set.
+        accelerator: ``--trainer.accelerator`` (``"auto"``, ``"cpu"``, ``"gpu"``, ``"cuda"`` or ``None``).
+
+    Returns:
+        The resolved precision, or ``None`` to leave Lightning's own setting alone.
+
+    Raises:
+        ValueError: ``precision`` is not one of :data:`PRECISION_CHOICES`.
+    """
+    if precision is None or trainer_precision is not None:
+        return None
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
+    device = accelerator if isinstance(accelerator, str) and accelerator != "mps" else "auto"
+    return resolve_precision(precision, device)

@@ -25,6 +25,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from falsecl.model_card import ModelCardCallback
+from falsecl.precision import PRECISION_HELP, trainer_precision
 from falsecl.tasks.base import AtomicCheckpointIO
 from falsecl.tasks.segmentation import SegmentationTask
 
@@ -37,10 +38,16 @@ class FinetuneCLI(LightningCLI):
         parser.add_argument("--name", type=str, default="finetune", help="run name: outputs go to runs/<name>")
         parser.add_argument("--runs_dir", type=str, default="runs", help="folder holding the runs")
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from, or 'last'")
+        parser.add_argument("--precision", type=str | None, default=None, help=PRECISION_HELP)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Point the trainer, loggers and checkpoints at ``runs/<name>`` unless the config says otherwise."""
         trainer_cfg = self.config_init.get("trainer", {})
+        explicit = self.config.get("trainer", {}).get("precision")
+        precision = trainer_precision(self.config.get("precision"), explicit, trainer_cfg.get("accelerator"))
+        if precision is not None:
+            kwargs["precision"] = precision
+            print(f"falsecl finetune: precision {self.config.get('precision')} -> {precision}", file=sys.stderr)
         if trainer_cfg.get("default_root_dir") is None:
             root = Path(self.config["runs_dir"]) / self.config["name"]
             kwargs["default_root_dir"] = str(root)

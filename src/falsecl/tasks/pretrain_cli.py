@@ -28,6 +28,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from falsecl.datamodules import SSLDataModule
+from falsecl.precision import PRECISION_HELP, trainer_precision
 from falsecl.tasks.base import AtomicCheckpointIO, NonFiniteLossError, PretrainTask
 
 #: Root of a run when neither the config nor the command line sets ``trainer.default_root_dir``.
@@ -45,10 +46,17 @@ class PretrainCLI(LightningCLI):
             default=None,
             help="checkpoint to resume; 'last': <default_root_dir>/checkpoints/last.ckpt if it exists",
         )
+        parser.add_argument("--precision", type=str | None, default=None, help=PRECISION_HELP)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the run defaults that depend on ``default_root_dir``: loggers, checkpointing, atomic writes."""
         config = self._get(self.config_init, "trainer", default={})
+        precision = trainer_precision(
+            self.config.get("precision"), self.config.get("trainer", {}).get("precision"), config.get("accelerator")
+        )
+        if precision is not None:
+            kwargs["precision"] = precision
+            print(f"falsecl pretrain: precision {self.config.get('precision')} -> {precision}", file=sys.stderr)
         root = Path(config.get("default_root_dir") or DEFAULT_ROOT)
         if config.get("logger") in (None, True):
             # Fixed (empty) versions keep one log per run that a resumed run appends to.

@@ -1,0 +1,57 @@
+"""``--precision auto``: bf16 mixed precision where the hardware runs it natively, fp32 elsewhere."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import falsecl.precision as precision
+from falsecl.precision import resolve_precision, trainer_precision
+from falsecl.tasks import finetune_cli, pretrain_cli
+
+REPO = Path(__file__).parents[1]
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_follows_the_cpu(monkeypatch, native, expected):
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: native)
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("32-true", "cpu") == "32-true" and resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+
+
+def test_explicit_trainer_precision_wins_and_bad_values_are_refused():
+    assert trainer_precision("auto", "32-true", "cpu") is None  # Lightning keeps --trainer.precision
+    assert trainer_precision(None, None, "cpu") is None
+    with pytest.raises(ValueError, match="--precision must be one of auto"):
+        trainer_precision("fp8", None, "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_on_a_bf16_gpu():
+    assert resolve_precision("auto", "gpu") == ("bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true")
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16-mixed"), (False, "32-true")])
+def test_pretrain_trainer_gets_the_resolved_precision(monkeypatch, tmp_path, native, expected):
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: native)
+    cli = pretrain_cli._build_cli(
+        ["--config", str(REPO / "configs/pretrain/smoke.yaml"), "--precision", "auto",
+         "--trainer.default_root_dir", str(tmp_path)]
+    )
+    assert cli.trainer.precision == expected
+    explicit = pretrain_cli._build_cli(
+        ["--config", str(REPO / "configs/pretrain/smoke.yaml"), "--precision", "auto",
+         "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path)]
+    )
+    assert explicit.trainer.precision == "32-true"
+
+
+def test_finetune_trainer_gets_the_resolved_precision(monkeypatch, tmp_path):
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    captured = {}
+    monkeypatch.setattr(finetune_cli.Trainer, "fit", lambda self, *a, **k: captured.setdefault("p", self.precision))
+    code = finetune_cli.main(
+        ["--config", str(REPO / "configs/finetune/smoke.yaml"), "--precision", "auto",
+         "--trainer.default_root_dir", str(tmp_path)]
+    )
+    assert code == 0 and captured["p"] == "bf16-mixed"
