@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 from torch.utils.data import DataLoader, Dataset
 
-from falsecl.tasks.moco import MoCo, queue_size_warning
+from falsecl.tasks.moco import MoCo, expected_self_keys, queue_size_warning
 
 SMALL = {"arch": "resnet18", "hidden_dim": 32, "output_dim": 16}
 
@@ -104,5 +104,22 @@ def test_missing_index_trains_without_masking_and_logs_once(tmp_path, caplog):
 def test_queue_size_warning_numbers():
     assert queue_size_warning(2205, 4410) is None and queue_size_warning(10, 0) is None
     text = queue_size_warning(4096, 4410)
-    assert "43 %" in text and "queue_size 2205" in text
-    assert "100 %" in queue_size_warning(65536, 4410) and "14.9 copies" in queue_size_warning(65536, 4410)
+    assert "43 %" in text and "0.43 such keys" in text and "queue_size 2205" in text
+    assert "100 %" in queue_size_warning(65536, 4410) and "14.36 such keys" in queue_size_warning(65536, 4410)
+
+
+@pytest.mark.parametrize("queue_size", [12, 30, 45, 110])
+def test_expected_self_keys_matches_a_simulated_queue(queue_size):
+    """Shuffle 40 patches per epoch, queue the ids, count each query's own ids in the queue (epochs 2+)."""
+    n, epochs = 40, 400
+    g = torch.Generator().manual_seed(0)
+    stream = torch.cat([torch.randperm(n, generator=g) for _ in range(epochs)])
+    hits, counts = [], []
+    for t in range(n, len(stream)):
+        window = stream[max(0, t - queue_size) : t]
+        c = int((window == stream[t]).sum())
+        hits.append(c > 0)
+        counts.append(c)
+    share, mean = expected_self_keys(queue_size, n)
+    assert sum(hits) / len(hits) == pytest.approx(share, abs=0.02)
+    assert sum(counts) / len(counts) == pytest.approx(mean, abs=0.03)

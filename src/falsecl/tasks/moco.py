@@ -14,10 +14,11 @@ In a multi-process run every rank enqueues the keys of all ranks (gathered in ra
 the same queue, and the queue is a persistent buffer restored exactly by ``--ckpt_path``.
 
 Every queued key keeps the id of its patch (the batch's ``"index"``). Once the queue spans a good part of an
-epoch, earlier views of a query's own patch sit in it: with a queue of ``K`` keys over ``N`` patches a query meets
-about ``K / N`` of them (``K**2 / (2 N**2)`` of the queries meet one when ``K <= N``). They are not negatives, and
-FALSE's "closest to the positive" rule would pick exactly them, so they are masked from the negatives and the
-candidates of every loss (``mask_self_keys``), and a queue holding more than half an epoch is warned about.
+epoch, earlier views of a query's own patch sit in it: with a queue of ``K`` keys over ``N`` patches,
+``K**2 / (2 N**2)`` of the queries meet one when ``K <= N``, and a query meets about ``K / N - 1/2`` of them in
+a long queue (:func:`expected_self_keys`). They are not negatives, and FALSE's "closest to the positive" rule
+would tend to pick them, so they are masked from the negatives and the candidates of every loss
+(``mask_self_keys``), and a queue holding more than half an epoch is warned about.
 """
 
 from __future__ import annotations
@@ -192,21 +193,50 @@ class MoCo(PretrainTask):
         return loss, stats
 
 
+def expected_self_keys(queue_size: int, patches: int) -> tuple[float, float]:
+    """Share of queries meeting an earlier view of their own patch in the queue, and the mean number of such views.
+
+    With the ``N`` patches shuffled anew each epoch (one key per patch per epoch, one process), the distance in
+    keys between a query and its view ``j`` epochs earlier is ``j N + d`` with ``d`` the difference of two uniform
+    positions, triangular on ``(-N, N)``; a view is in a queue of ``K`` keys when that distance is at most ``K``.
+    From the second epoch on, the share is ``F(K - N)`` (``K**2 / (2 N**2)`` for ``K <= N``) and the mean is
+    ``sum_j F(K - j N)``, about ``K / N`` for long queues, with ``F`` the distribution function of ``d``.
+
+    Args:
+        queue_size: ``K``.
+        patches: ``N`` (>= 1).
+
+    Returns:
+        ``(share, mean)``.
+    """
+    n = float(patches)
+
+    def cdf(x: float) -> float:
+        if x <= -n:
+            return 0.0
+        if x <= 0:
+            return (x + n) ** 2 / (2 * n * n)
+        return 1.0 - (n - x) ** 2 / (2 * n * n) if x < n else 1.0
+
+    mean, j = 0.0, 1
+    while queue_size - j * n > -n:
+        mean += cdf(queue_size - j * n)
+        j += 1
+    return cdf(queue_size - n), mean
+
+
 def queue_size_warning(queue_size: int, patches: int) -> str | None:
     """Warning text when a queue of ``queue_size`` keys exceeds half of ``patches`` (``None`` otherwise).
 
-    With the patches shuffled each epoch, the gap (in keys) between a query and its previous view is triangular
-    on ``(0, 2N)``, so the previous view sits in a queue of ``K`` keys with probability ``K**2 / (2 N**2)`` for
-    ``K <= N`` (``1 - (2N - K)**2 / (2 N**2)`` up to ``2N``), and about ``K / N`` views of the patch sit there.
+    The figures are those of :func:`expected_self_keys`.
     """
     if patches < 1 or 2 * queue_size <= patches:
         return None
-    k, n = float(queue_size), float(patches)
-    share = k * k / (2 * n * n) if k <= n else (1 - (2 * n - k) ** 2 / (2 * n * n) if k < 2 * n else 1.0)
+    share, mean = expected_self_keys(queue_size, patches)
     return (
         f"the MoCo queue ({queue_size} keys) holds more than half of the {patches} pretraining patches: "
-        f"about {100 * share:.0f} % of queries meet an earlier view of their own patch in it "
-        f"({queue_size / patches:.1f} copies on average). Such keys are masked when batches carry 'index', so "
-        "they are wasted slots rather than new negatives; use --model.init_args.queue_size "
-        f"{max(1, patches // 2)} or less, or pretrain on more patches."
+        f"after the first epoch about {100 * share:.0f} % of queries meet an earlier view of their own patch in "
+        f"it ({mean:.2f} such keys per query on average). They are masked when batches carry 'index', so they "
+        f"are wasted slots rather than new negatives; use --model.init_args.queue_size {max(1, patches // 2)} or "
+        "less, or pretrain on more patches."
     )
