@@ -14,9 +14,18 @@ Three measurements, printed in one run:
    the ratio isolates the loss. Target: FALSE adds <= 5 % to the SimCLR step time.
 3. The loss alone (forward + backward on fixed projections), best of 20.
 
+With ``--section precision`` it measures instead, on the real preset (``--preset``, default
+configs/pretrain/cpu_simclr_false.yaml: its model, its Dubai data, its augmentation on batches), in one process:
+
+4. fp32 vs bf16 autocast: two copies of the preset's model from the same initialisation take turns on the same
+   augmented batches; median step times, their ratio (target >= 1.4x), and both loss curves (max difference).
+5. Loader only: images/s of the preset's DataLoader (its worker setting) plus the view augmentation, against the
+   training images/s of both precisions (target: loader >= 3x training).
+
 Usage::
 
     python benchmarks/pretrain_speed.py [--batch-size 64] [--crop 96] [--steps 6] [--pairs 8] [--threads 2]
+    python benchmarks/pretrain_speed.py --section precision [--curve-steps 200] [--loader-batches 20]
 """
 
 from __future__ import annotations
@@ -116,8 +125,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per method (throughput table)")
     parser.add_argument("--pairs", type=int, default=8, help="rounds of the paired overhead measurement")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--section", choices=["throughput", "precision"], default="throughput")
+    parser.add_argument("--preset", default="configs/pretrain/cpu_simclr_false.yaml")
+    parser.add_argument("--curve-steps", type=int, default=200, help="steps of each loss curve (precision)")
+    parser.add_argument("--loader-batches", type=int, default=20, help="batches timed for the loader (precision)")
+    parser.add_argument("--csv", default="", help="write the two loss curves here (precision)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.section == "precision":
+        precision_and_loader(args)
+        return
 
     g = torch.Generator().manual_seed(0)
     base = torch.randn(args.batch_size, 3, args.crop, args.crop, generator=g)
@@ -173,6 +190,93 @@ def main() -> None:
         print(f"  SimCLR + {name}: {percent:+.1f} % over SimCLR + NT-Xent ({verdict} the <= 5 % target)")
     for name, percent in moco_overhead.items():
         print(f"  MoCo v2 + {name}: {percent:+.1f} % over MoCo v2")
+
+
+def precision_and_loader(args: argparse.Namespace) -> None:
+    """Sections 4 and 5 of the module docstring, on the preset's model and data."""
+    import yaml
+
+    from falsecl.datamodules import SSLDataModule
+    from falsecl.precision import cpu_supports_bf16
+
+    preset = yaml.safe_load(open(args.preset))
+    init = dict(preset["model"]["init_args"])
+    data = SSLDataModule(**preset["data"])
+    data.setup("fit")
+    models = {}
+    for name in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = SimCLR(**init, in_channels=data.in_channels)
+        model.train()
+        models[name] = (model, model.build_optimizer())
+    warmup = max(1, int(float(init.get("warmup_fraction", 0.1)) * args.curve_steps))
+    batches = iter(data.train_dataloader())
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    curves: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for i in range(args.curve_steps):
+        try:
+            raw = next(batches)["image"]
+        except StopIteration:
+            batches = iter(data.train_dataloader())
+            raw = next(batches)["image"]
+        torch.manual_seed(1000 + i)
+        v0, v1 = data.make_views(raw)
+        order = ("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32")
+        for name in order:
+            model, optimizer = models[name]
+            for group in optimizer.param_groups:  # the preset's linear warm-up
+                group["lr"] = float(init["lr"]) * min(1.0, (i + 1) / warmup)
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bf16"):
+                loss, _ = model.pretrain_loss(v0, v1)
+            torch.autograd.backward(loss)
+            optimizer.step()
+            times[name].append(time.perf_counter() - start)
+            curves[name].append(float(loss.detach()))
+    skip = min(2, args.curve_steps - 1)  # first steps: allocator and kernel selection
+    med = {name: statistics.median(t[skip:]) for name, t in times.items()}
+    # Loader only: the preset's DataLoader (workers as configured) plus both augmented views.
+    loader = data.train_dataloader()
+    start, images = time.perf_counter(), 0
+    for j, batch in enumerate(loader):
+        if j == args.loader_batches:
+            break
+        data.make_views(batch["image"])
+        images += batch["image"].shape[0]
+    loader_rate = images / (time.perf_counter() - start)
+    batch_size = int(preset["data"]["batch_size"])
+    print(
+        f"preset {args.preset}: {init.get('arch')}, batch {batch_size}, {preset['data']['crop_size']} px views, "
+        f"{torch.get_num_threads()} threads, native bf16: {cpu_supports_bf16()}, {args.curve_steps} steps each"
+    )
+    print(f"{'precision':<10} {'median step s':>14} {'images/s':>9} {'speed-up':>9}")
+    for name in ("fp32", "bf16"):
+        print(
+            f"{name:<10} {med[name]:>14.3f} {batch_size / med[name]:>9.1f} {med['fp32'] / med[name]:>8.2f}x"
+        )
+    verdict = "meets" if med["fp32"] / med["bf16"] >= 1.4 else "MISSES"
+    print(f"bf16 speed-up {med['fp32'] / med['bf16']:.2f}x ({verdict} the >= 1.4x target)")
+    diffs = [abs(a - b) for a, b in zip(curves["fp32"], curves["bf16"], strict=True)]
+    marks = sorted({0, len(diffs) // 4, len(diffs) // 2, 3 * len(diffs) // 4, len(diffs) - 1})
+    print("loss curves (step: fp32 / bf16): " + ", ".join(
+        f"{k + 1}: {curves['fp32'][k]:.4f} / {curves['bf16'][k]:.4f}" for k in marks
+    ))
+    print(f"max |fp32 - bf16| loss over the curve: {max(diffs):.4f}; last: {diffs[-1]:.4f}")
+    train_rate = batch_size / med["bf16"]
+    verdict = "meets" if loader_rate >= 3 * train_rate else "MISSES"
+    print(
+        f"loader only (num_workers={preset['data'].get('num_workers', 0)}, views included): {loader_rate:.1f} "
+        f"images/s = {loader_rate / train_rate:.1f}x bf16 training, {loader_rate * med['fp32'] / batch_size:.1f}x "
+        f"fp32 training ({verdict} the >= 3x target)"
+    )
+    if args.csv:
+        with open(args.csv, "w") as out:
+            out.write("step,fp32_loss,bf16_loss,fp32_s,bf16_s\n")
+            for k in range(args.curve_steps):
+                out.write(
+                    f"{k + 1},{curves['fp32'][k]},{curves['bf16'][k]},{times['fp32'][k]},{times['bf16'][k]}\n"
+                )
 
 
 if __name__ == "__main__":
