@@ -17,9 +17,7 @@ DUBAI = Path(__file__).parents[1] / "data" / "dubai_aerial"
 def _fakes():
     name = "falsecl_test_fake_layouts"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).parent / "data" / "fake_layouts.py"
-        )
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "data" / "fake_layouts.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -96,9 +94,7 @@ def test_segmentation_datamodule_subset_batches_and_whole_images(tmp_path):
     dm.trainer = FakeTrainer(tmp_path / "run")
     dm.setup("fit")
     assert len(dm.train_full) == 40 and len(dm.train_set) == 10 and len(dm.val_set) == 8
-    assert (dm.num_classes, dm.in_channels, dm.ignore_index) == (5, 3, 255) and dm.class_names[
-        0
-    ] == "building"
+    assert (dm.num_classes, dm.in_channels, dm.ignore_index) == (5, 3, 255) and dm.class_names[0] == "building"
     saved = load_ids(tmp_path / "run" / "label_subset_dubai_train_f0.25_s1.txt")
     assert len(saved) == 10 and len({s.split("/")[0] for s in saved}) == 5  # all five train tiles represented
     again = SegmentationDataModule(**kwargs)  # the same settings reload the saved subset
@@ -122,9 +118,7 @@ def test_datamodules_from_cli_arguments():
 
     parser = ArgumentParser()
     parser.add_class_arguments(SegmentationDataModule, "data")
-    cfg = parser.parse_args(
-        ["--data.dataset", "folder", "--data.label_fraction", "0.05", "--data.bands", "[0, 1]"]
-    )
+    cfg = parser.parse_args(["--data.dataset", "folder", "--data.label_fraction", "0.05", "--data.bands", "[0, 1]"])
     assert cfg.data.label_fraction == 0.05 and cfg.data.bands == [0, 1]
     parser = ArgumentParser()
     parser.add_class_arguments(SSLDataModule, "data")
@@ -172,3 +166,76 @@ def test_default_segmentation_datamodule_on_vendored_dubai(tmp_path):
     dm.setup("fit")
     assert len(dm.train_full) == 1305 and len(dm.train_set) == 13 and len(dm.val_set) == 54
     assert dm.in_channels == 3 and all(30 < m < 230 for m in dm.mean)
+
+
+def _isprs_pool(tmp_path, family="potsdam_patches", bands=4):
+    root = tmp_path / family
+    names = [
+        f"top_potsdam_{t}_0_{k}"
+        for t in ("2_10", "2_11", "2_12", "3_10", "3_11", "3_12", "4_10", "4_11")
+        for k in (0, 1)
+    ]
+    fakes.make_isprs_patches(root, "train", names, size=32, bands=bands)
+    fakes.make_isprs_patches(root, "val", ["top_potsdam_2_13_0_0"], size=32, bands=bands)
+    return root
+
+
+def test_ssl_pretrains_on_a_labelled_training_split_only(tmp_path):
+    root = _isprs_pool(tmp_path)
+    extra = tmp_path / "extra"
+    fakes.write_geotiff(extra / "e.tif", np.ones((4, 32, 32), np.uint8))
+    dm = SSLDataModule(
+        dataset="potsdam_patches", root=str(root), split="train", roots=[str(extra)], patch_size=32, crop_size=16,
+        batch_size=4,
+    )  # fmt: skip
+    dm.trainer = FakeTrainer(tmp_path / "run")
+    dm.setup("fit")
+    from falsecl.datasets import PotsdamPatches
+
+    carved = PotsdamPatches(str(root), split="val", patch_size=32).val_tiles
+    assert len(carved) == 1
+    lines = [x for x in (tmp_path / "run" / "pretrain_images.txt").read_text().splitlines() if x[0] != "#"]
+    assert len(lines) == 14 + 1 and lines[-1] == "folder0-extra:e.tif"
+    assert all(x.startswith("potsdam_patches-train:train_RGBIR/") for x in lines[:-1])
+    assert not any(carved[0] in x or "2_13" in x or "val_" in x for x in lines)  # no val carve, no test
+    batch = next(iter(dm.train_dataloader()))
+    out = dm.on_after_batch_transfer(batch, 0)
+    assert set(out) == {"views", "index", "majority"}
+    assert out["index"].dtype == out["majority"].dtype == torch.int64 and out["index"].shape == (4,)
+    assert len(set(out["index"].tolist())) == 4
+    labelled = out["index"] < 14
+    assert ((out["majority"] >= 0) == labelled).all()  # only the folder source lacks labels
+    assert dm.augment.rgb_bands == [0, 1, 2]
+
+
+def test_ssl_uses_the_datasets_own_rgb_bands(tmp_path):
+    root = _isprs_pool(tmp_path, "vaihingen_patches", bands=3)
+    dm = SSLDataModule(dataset="vaihingen_patches", root=str(root), patch_size=32, crop_size=16, batch_size=2)
+    dm.setup("fit")
+    assert dm.augment.rgb_bands is None  # IR-R-G: no hue jitter as if it were RGB
+    dm = SSLDataModule(dataset="vaihingen_patches", root=str(root), rgb_bands=[], patch_size=32, crop_size=16)
+    dm.setup("fit")
+    assert dm.augment.rgb_bands is None
+    with pytest.raises(ValueError, match="root"):
+        SSLDataModule(dataset="potsdam")
+
+
+def test_ssl_defaults_have_no_implicit_extra_roots():
+    from falsecl import datamodules
+
+    assert datamodules.DEFAULT_EXTRA_ROOTS == () and SSLDataModule().extra_roots == []
+    assert SSLDataModule(dataset="dubai", root="x").roots == []  # a dataset alone is the whole pool
+    configs = Path(__file__).parents[1] / "configs"
+    for path in [*configs.glob("pretrain/*.yaml"), *configs.glob("finetune/*.yaml")]:
+        assert "../shared" not in path.read_text(), path
+
+
+def test_ssl_band_stats_follow_the_sources(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    fakes.write_geotiff(a / "x.tif", np.full((3, 32, 32), 10, np.uint8))
+    fakes.write_geotiff(b / "y.tif", np.full((3, 32, 32), 200, np.uint8))
+    stats = tmp_path / "run" / "band_stats.json"
+    for root, mean in ((a, 10), (b, 200)):
+        dm = SSLDataModule(roots=[str(root)], patch_size=32, crop_size=16, stats_path=str(stats))
+        dm.setup("fit")
+        assert dm.mean == [mean] * 3  # another root: recomputed, not reused

@@ -40,6 +40,9 @@ POTSDAM_TEST = (
     "2_13", "2_14", "3_13", "3_14", "4_13", "4_14", "4_15", "5_13", "5_14", "5_15", "6_13", "6_14", "6_15",
     "7_13",
 )  # fmt: skip
+#: Official ISPRS Vaihingen split: areas with published ground truth (training) and the held-out test areas.
+VAIHINGEN_TRAIN = (1, 3, 5, 7, 11, 13, 15, 17, 21, 23, 26, 28, 30, 32, 34, 37)
+VAIHINGEN_TEST = (2, 4, 6, 8, 10, 12, 14, 16, 20, 22, 24, 27, 29, 31, 33, 35, 38)
 
 
 class PotsdamTiles(SegmentationDataset):

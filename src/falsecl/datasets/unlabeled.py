@@ -3,9 +3,10 @@
 Images are cut into patches with the shared tiling routine; GeoTIFFs are read in windows. Several roots can be
 combined (e.g. the Dubai training tiles plus an extra unlabeled pool). Held-out data never enters pretraining
 by
-default: in a Dubai-layout root only the training tiles are used, and folders named
-``test``/``val``/``valid``/ ``validation`` (or starting with ``test_``/``val_``) are skipped, as are label
-folders (``masks``, ``masks_png``, ``ann_dir``, ``labels``, ``*_lbl``) and files named
+default: in a Dubai-layout root only the training tiles are used; the official test tiles of ISPRS Potsdam
+(``top_potsdam_<r>_<c>_*``) and Vaihingen (``top_mosaic_09cm_area<N>*``) are recognised by name wherever they
+sit; folders named ``test``/``val``/``valid``/``validation`` (or starting with ``test_``/``val_``) are skipped,
+as are label folders (``masks``, ``masks_png``, ``ann_dir``, ``labels``, ``*_lbl``, ``gts*``) and files named
 ``*_mask.*``/``*_label.*``. Each exclusion is logged.
 """
 
@@ -27,6 +28,7 @@ from falsecl.datasets.base import display_rgb, resolve_bands
 from falsecl.datasets.dubai import DubaiAerial
 from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
 from falsecl.datasets.io import IMAGE_SUFFIXES, ImageInfo, read_info, read_window
+from falsecl.datasets.isprs import POTSDAM_TEST, VAIHINGEN_TEST
 from falsecl.datasets.tiling import POLICIES, PaddingPolicy, Patch, tile_patches
 
 if TYPE_CHECKING:
@@ -37,6 +39,22 @@ log = logging.getLogger(__name__)
 HELD_OUT_DIRS = ("test", "val", "valid", "validation")
 LABEL_DIRS = ("masks", "masks_png", "ann_dir", "labels", "label", "5_labels_all")
 _LABEL_FILE = re.compile(r"_(mask|label|lbl)$", re.IGNORECASE)
+_POTSDAM_TILE = re.compile(r"^top_potsdam_(\d+_\d+)(?:_|$)", re.IGNORECASE)
+_VAIHINGEN_AREA = re.compile(r"^top_mosaic_09cm_area(\d+)(?:\D|$)", re.IGNORECASE)
+
+
+def held_out_tile(name: str) -> str | None:
+    """``"potsdam <r>_<c>"`` / ``"vaihingen area <N>"`` when a file name is an official ISPRS test tile, else None.
+
+    Patches cut from a test tile keep the tile's name as prefix (``top_potsdam_2_13_RGBIR_0_1.tif``), so they are
+    recognised too.
+    """
+    stem = Path(name).stem
+    if (m := _POTSDAM_TILE.match(stem)) and m.group(1) in POTSDAM_TEST:
+        return f"potsdam {m.group(1)}"
+    if (m := _VAIHINGEN_AREA.match(stem)) and int(m.group(1)) in VAIHINGEN_TEST:
+        return f"vaihingen area {int(m.group(1))}"
+    return None
 
 
 def _held_out(part: str) -> bool:
@@ -46,7 +64,8 @@ def _held_out(part: str) -> bool:
 
 def _is_label(part: str) -> bool:
     low = part.lower()
-    return low in LABEL_DIRS or low.endswith("_lbl")
+    # Vaihingen ground truth (gts_for_participants/, ..._ground_truth_...) has the image file names.
+    return low in LABEL_DIRS or low.endswith("_lbl") or low.startswith("gts") or "ground_truth" in low
 
 
 def find_images(root: Path, include_held_out: bool = False) -> list[Path]:
@@ -54,7 +73,8 @@ def find_images(root: Path, include_held_out: bool = False) -> list[Path]:
 
     Args:
         root: A folder or a single image file.
-        include_held_out: Also take test/validation folders and the Dubai val/test tiles.
+        include_held_out: Also take test/validation folders, the Dubai val/test tiles and the official ISPRS
+            Potsdam/Vaihingen test tiles.
 
     Returns:
         Sorted image paths.
@@ -71,6 +91,7 @@ def find_images(root: Path, include_held_out: bool = False) -> list[Path]:
     dubai_train = {f"Tile {t}" for t in DubaiAerial.split_tiles["train"]}
     is_dubai = any((root / f"Tile {t}" / "images").is_dir() for t in range(1, 9))
     images, skipped = [], 0
+    tiles: set[str] = set()
     for path in sorted(root.rglob("*")):
         if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
@@ -83,12 +104,18 @@ def find_images(root: Path, include_held_out: bool = False) -> list[Path]:
         ):
             skipped += 1
             continue
+        tile = None if include_held_out else held_out_tile(path.name)
+        if tile is not None:
+            tiles.add(tile)
+            skipped += 1
+            continue
         images.append(path)
     if skipped:
         log.info(
-            "unlabeled imagery: %d held-out image(s) under %s not used (include_held_out=False)",
+            "unlabeled imagery: %d held-out image(s) under %s not used (include_held_out=False)%s",
             skipped,
             root,
+            f"; official ISPRS test tiles among them: {', '.join(sorted(tiles))}" if tiles else "",
         )
     return images
 

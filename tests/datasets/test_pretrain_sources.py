@@ -1,0 +1,88 @@
+"""Pretraining sources: held-out ISPRS tiles by name, labelled training splits as sources, majority class."""
+
+import numpy as np
+import pytest
+
+from falsecl.datasets import SEGMENTATION_DATASETS, PotsdamTiles, UnlabeledImagery
+from falsecl.datasets.errors import DatasetError
+from falsecl.datasets.isprs import POTSDAM_TEST, POTSDAM_TRAIN, VAIHINGEN_TEST, VAIHINGEN_TRAIN
+from falsecl.datasets.pretrain import PretrainImagery, PretrainSource, majority_class
+from falsecl.datasets.unlabeled import find_images, held_out_tile
+
+
+def test_official_isprs_test_tiles_are_recognised_by_name():
+    assert all(held_out_tile(f"top_potsdam_{t}_RGBIR.tif") for t in POTSDAM_TEST)
+    assert not any(held_out_tile(f"top_potsdam_{t}_RGBIR.tif") for t in POTSDAM_TRAIN)
+    assert all(held_out_tile(f"top_mosaic_09cm_area{n}.tif") for n in VAIHINGEN_TEST)
+    assert not any(held_out_tile(f"top_mosaic_09cm_area{n}.tif") for n in VAIHINGEN_TRAIN)
+    assert held_out_tile("top_potsdam_2_13_RGBIR_3_4.tif") == "potsdam 2_13"  # a patch of a test tile
+    assert held_out_tile("top_mosaic_09cm_area2_0_1.tif") == "vaihingen area 2"
+    assert held_out_tile("top_mosaic_09cm_area20.tif") == "vaihingen area 20"
+    assert held_out_tile("top_mosaic_09cm_area21.tif") is None  # area 2 prefix, but a training area
+    assert held_out_tile("top_potsdam_2_1_RGBIR.tif") is None
+
+
+def test_folder_walk_skips_isprs_test_tiles_wherever_they_sit(tmp_path, fakes):
+    root = fakes.make_potsdam_tiles(tmp_path / "potsdam", tiles=("2_10", "2_13", "7_13"), size=32)
+    tile = np.zeros((3, 32, 32), np.uint8)
+    fakes.write_geotiff(tmp_path / "vai" / "top" / "top_mosaic_09cm_area1.tif", tile)
+    fakes.write_geotiff(tmp_path / "vai" / "top" / "top_mosaic_09cm_area4.tif", tile)
+    fakes.write_geotiff(tmp_path / "vai" / "gts_for_participants" / "top_mosaic_09cm_area1.tif", tile)
+    names = [p.name for p in find_images(root / "4_Ortho_RGBIR")]
+    assert names == ["top_potsdam_2_10_RGBIR.tif"]
+    assert [p.name for p in find_images(tmp_path / "vai")] == ["top_mosaic_09cm_area1.tif"]
+    assert len(find_images(root / "4_Ortho_RGBIR", include_held_out=True)) == 3
+    assert len(UnlabeledImagery(root, 32).files) == 1  # the labels folder is never imagery
+
+
+def test_labelled_training_split_is_a_source_with_majority_and_index(tmp_path, fakes):
+    tiles = ("2_10", "2_11", "3_10", "2_13")
+    root = fakes.make_potsdam_tiles(tmp_path / "p", tiles=tiles, size=64)
+    # The fake root has 3 of the 24 training tiles; list them explicitly as the training split.
+    labelled = PotsdamTiles(str(root), split="train", patch_size=32, tiles=list(tiles[:3]))
+    extra = tmp_path / "extra"
+    fakes.write_geotiff(extra / "e.tif", np.ones((4, 32, 32), np.uint8))
+    pool = PretrainImagery(
+        [
+            PretrainSource("potsdam-train", root, labelled),
+            PretrainSource("folder0-extra", extra, UnlabeledImagery(extra, 32)),
+        ]
+    )
+    assert len(pool) == 3 * 4 + 1 and pool.in_channels == 4
+    assert len(set(pool.patch_ids)) == len(pool)
+    for i in (0, 5, 12):
+        sample = pool[i]
+        assert int(sample["index"]) == i and sample["index"].dtype == sample["majority"].dtype
+        want = majority_class(labelled.read_mask(i), 6) if i < 12 else -1
+        assert int(sample["majority"]) == want
+    assert int(pool[0]["majority"]) >= 0
+    out = tmp_path / "run" / "pretrain_images.txt"
+    pool.write_image_list(out)
+    lines = [x for x in out.read_text().splitlines() if not x.startswith("#")]
+    assert lines == [f"potsdam-train:4_Ortho_RGBIR/top_potsdam_{t}_RGBIR.tif" for t in tiles[:3]] + [
+        "folder0-extra:e.tif"
+    ]
+
+
+def test_majority_class_against_counting_loop():
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 4, (16, 16))
+    mask[:4] = 255
+    counts = [int((mask == c).sum()) for c in range(4)]
+    assert majority_class(mask, 4) == counts.index(max(counts))
+    assert majority_class(np.full((4, 4), 255), 4) == -1
+    assert majority_class(np.array([[1, 0]]), 2) == 0  # tie: lower class
+
+
+def test_sources_with_other_bands_are_refused(tmp_path, fakes):
+    a, b = tmp_path / "a", tmp_path / "b"
+    fakes.write_geotiff(a / "x.tif", np.ones((4, 32, 32), np.uint8))
+    fakes.write_geotiff(b / "y.tif", np.ones((3, 32, 32), np.uint8))
+    with pytest.raises(DatasetError, match="band"):
+        PretrainImagery(
+            [PretrainSource("a", a, UnlabeledImagery(a, 32)), PretrainSource("b", b, UnlabeledImagery(b, 32))]
+        )
+
+
+def test_every_family_has_a_training_split():
+    assert all("train" in cls.splits or cls.name == "folder" for cls in SEGMENTATION_DATASETS.values())
