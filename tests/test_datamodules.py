@@ -239,3 +239,17 @@ def test_ssl_band_stats_follow_the_sources(tmp_path):
         dm = SSLDataModule(roots=[str(root)], patch_size=32, crop_size=16, stats_path=str(stats))
         dm.setup("fit")
         assert dm.mean == [mean] * 3  # another root: recomputed, not reused
+
+
+def test_pretrain_cli_on_a_datasets_training_split(tmp_path):
+    from falsecl.tasks.pretrain_cli import main
+
+    root = fakes.make_dubai(tmp_path / "dubai", size=(64, 64))
+    run = tmp_path / "run"
+    smoke = Path(__file__).parents[1] / "configs" / "pretrain" / "smoke.yaml"
+    args = ["--config", str(smoke), f"--trainer.default_root_dir={run}", "--trainer.max_steps=1"]
+    args += ["--data.roots=[]", "--data.dataset=dubai", f"--data.root={root}", "--data.split=train"]
+    args += ["--data.patch_size=32", "--data.crop_size=24", "--trainer.enable_progress_bar=false"]
+    assert main(args) == 0
+    lines = [x for x in (run / "pretrain_images.txt").read_text().splitlines() if not x.startswith("#")]
+    assert lines == [f"dubai-train:Tile {t}/images/image_part_001.jpg" for t in (1, 4, 5, 6, 7)]

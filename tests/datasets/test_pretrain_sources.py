@@ -86,3 +86,18 @@ def test_sources_with_other_bands_are_refused(tmp_path, fakes):
 
 def test_every_family_has_a_training_split():
     assert all("train" in cls.splits or cls.name == "folder" for cls in SEGMENTATION_DATASETS.values())
+
+
+def test_deepglobe_without_labelled_val_carves_validation_from_train(tmp_path, fakes):
+    from falsecl.datasets import DeepGlobeLandCover
+
+    root = fakes.make_deepglobe(tmp_path / "dg", ids=[str(100 + i) for i in range(8)], size=32)
+    (root / "valid").mkdir()
+    fakes.write_jpg(root / "valid" / "900_sat.jpg", fakes.rgb_image(32, 32, 0))  # official valid/: no masks
+    val = DeepGlobeLandCover(root, "val", patch_size=None)
+    train = DeepGlobeLandCover(root, "train", patch_size=None)
+    assert len(val.files) == 1 and len(train.files) == 7 and val.val_tiles == [val.files[0].tile]
+    assert not {f.image for f in val.files} & {f.image for f in train.files}
+    labelled_val = fakes.make_deepglobe(tmp_path / "dg2", ids=["1", "2"], size=32)
+    fakes.make_deepglobe(labelled_val, split="valid", ids=["9"], size=32)
+    assert len(DeepGlobeLandCover(labelled_val, "train", patch_size=None).files) == 2  # own valid/: no carve

@@ -18,7 +18,9 @@ class DeepGlobeLandCover(SegmentationDataset):
     """DeepGlobe Land Cover: 2448 x 2448 RGB JPEG with RGB colour masks, 6 classes, "unknown" ignored.
 
     The challenge notes that mask values are not exactly 0/255 and are to be thresholded at 128; masks are
-    binarised per channel before the colour lookup, so only the 8 corner colours can occur.
+    binarised per channel before the colour lookup, so only the 8 corner colours can occur. Without a labelled
+    ``val/`` or ``valid/`` folder, ``val`` is a seeded carve of 1/8 of the ``train/`` images (``train`` excludes
+    them); ``test`` is ``test/`` as you provide it.
     """
 
     name = "deepglobe"
@@ -36,6 +38,11 @@ class DeepGlobeLandCover(SegmentationDataset):
     image_pattern = "{split}/*_sat.jpg"
     mask_pattern = "{split}/{id}_mask.png"
     expected_bands = 3
+
+    def _carves_val(self) -> bool:
+        # The official valid/ and test/ folders ship without masks: with no labelled val/ or valid/, validation
+        # is a seeded carve of train/ (by image), so the checkpoint is never chosen on the test images.
+        return not any(any((self.root / s).glob("*_mask.png")) for s in ("val", "valid"))
 
     def _find_files(self) -> list[SampleFiles]:
         folder = self._require(self.root / self.split, "split folder")
