@@ -101,3 +101,14 @@ def test_deepglobe_without_labelled_val_carves_validation_from_train(tmp_path, f
     labelled_val = fakes.make_deepglobe(tmp_path / "dg2", ids=["1", "2"], size=32)
     fakes.make_deepglobe(labelled_val, split="valid", ids=["9"], size=32)
     assert len(DeepGlobeLandCover(labelled_val, "train", patch_size=None).files) == 2  # own valid/: no carve
+
+
+def test_majority_reads_each_mask_once(tmp_path, fakes):
+    root = fakes.make_potsdam_tiles(tmp_path / "p", tiles=("2_10",), size=64)
+    labelled = PotsdamTiles(str(root), split="train", patch_size=32, tiles=["2_10"])
+    calls = []
+    read = labelled.read_mask
+    labelled.read_mask = lambda j: calls.append(j) or read(j)
+    pool = PretrainImagery([PretrainSource("potsdam-train", root, labelled)])
+    first = [int(pool[i]["majority"]) for i in range(len(pool))]
+    assert [int(pool[i]["majority"]) for i in range(len(pool))] == first and calls == [0, 1, 2, 3]

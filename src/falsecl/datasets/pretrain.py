@@ -106,6 +106,9 @@ class PretrainImagery(Dataset[dict[str, Tensor]]):
         self.offsets = [0]
         for src in self.sources:
             self.offsets.append(self.offsets[-1] + len(src.dataset))
+        # Majority classes computed so far (-2: not yet): a mask is decoded once per patch (and worker), not
+        # every epoch.
+        self._majority = np.full(len(self), -2, dtype=np.int64)
 
     def _locate(self, index: int) -> tuple[PretrainSource, int]:
         if not 0 <= index < len(self):
@@ -143,11 +146,13 @@ class PretrainImagery(Dataset[dict[str, Tensor]]):
 
     def majority(self, index: int) -> int:
         """Majority class of patch ``index``'s mask, -1 for unlabeled sources (their masks are never read)."""
+        if self._majority[index] != -2:
+            return int(self._majority[index])
         src, j = self._locate(index)
         ds = src.dataset
-        if not isinstance(ds, SegmentationDataset):
-            return -1
-        return majority_class(ds.read_mask(j), ds.num_classes)
+        value = majority_class(ds.read_mask(j), ds.num_classes) if isinstance(ds, SegmentationDataset) else -1
+        self._majority[index] = value
+        return value
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return {
