@@ -216,6 +216,11 @@ def test_ssl_uses_the_datasets_own_rgb_bands(tmp_path):
     dm = SSLDataModule(dataset="vaihingen_patches", root=str(root), rgb_bands=[], patch_size=32, crop_size=16)
     dm.setup("fit")
     assert dm.augment.rgb_bands is None
+    folder = tmp_path / "vaihingen_top"
+    fakes.write_geotiff(folder / "top_mosaic_09cm_area1.tif", np.ones((3, 32, 32), np.uint8))
+    dm = SSLDataModule(roots=[str(folder)], patch_size=32, crop_size=16)
+    dm.setup("fit")
+    assert dm.augment.rgb_bands is None  # recognised by name in a plain folder too
     with pytest.raises(ValueError, match="root"):
         SSLDataModule(dataset="potsdam")
 

@@ -30,6 +30,7 @@ from falsecl.datasets.subsets import (
     load_ids,
     save_ids,
 )
+from falsecl.datasets.unlabeled import is_vaihingen
 from falsecl.transforms import SegmentationAugmentation, SSLAugmentation, normalize
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,9 @@ class SSLDataModule(LightningDataModule):
             # Positions of the dataset's R, G, B among the kept bands (none if a colour band was dropped).
             kept = [int(b) for b in self.bands] if not isinstance(self.bands, str) else list(own)
             return [kept.index(b) for b in own] if all(b in kept for b in own) else None
+        if self.dataset is not None and any(is_vaihingen(p.name) for p in self.dataset.files):
+            log.info("Vaihingen tiles (IR, R, G) among the pretraining images: no RGB colour jitter")
+            return None
         return [0, 1, 2] if self.in_channels >= 3 else None
 
     def train_dataloader(self) -> DataLoader[Any]:

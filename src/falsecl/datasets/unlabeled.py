@@ -43,6 +43,11 @@ _POTSDAM_TILE = re.compile(r"^top_potsdam_(\d+_\d+)(?:_|$)", re.IGNORECASE)
 _VAIHINGEN_AREA = re.compile(r"^top_mosaic_09cm_area(\d+)(?:\D|$)", re.IGNORECASE)
 
 
+def is_vaihingen(name: str) -> bool:
+    """Whether a file name is a Vaihingen tile (or a patch of one): IR-R-G false colour, no true RGB."""
+    return _VAIHINGEN_AREA.match(Path(name).stem) is not None
+
+
 def held_out_tile(name: str) -> str | None:
     """``"potsdam <r>_<c>"`` / ``"vaihingen area <N>"`` when a file name is an official ISPRS test tile, else None.
 
