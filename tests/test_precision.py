@@ -31,7 +31,17 @@ def test_auto_on_a_bf16_gpu():
     assert resolve_precision("auto", "gpu") == ("bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true")
 
 
-@pytest.mark.parametrize("native, expected", [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_training_is_bf16_on_bf16_gpus_and_fp32_on_cpus(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu", training=True) == "32-true"  # bf16 backward measured slower on CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", "gpu", training=True) == "bf16-mixed"
+    assert trainer_precision("auto", None, "gpu") == "bf16-mixed"
+    assert trainer_precision("bf16-mixed", None, "cpu") == "bf16-mixed"  # forcing bf16 still works
+
+
+@pytest.mark.parametrize("native, expected", [(True, "32-true"), (False, "32-true")])
 def test_pretrain_trainer_gets_the_resolved_precision(monkeypatch, tmp_path, native, expected):
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: native)
     cli = pretrain_cli._build_cli(
@@ -48,10 +58,12 @@ def test_pretrain_trainer_gets_the_resolved_precision(monkeypatch, tmp_path, nat
 
 def test_finetune_trainer_gets_the_resolved_precision(monkeypatch, tmp_path):
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
-    captured = {}
-    monkeypatch.setattr(finetune_cli.Trainer, "fit", lambda self, *a, **k: captured.setdefault("p", self.precision))
-    code = finetune_cli.main(
-        ["--config", str(REPO / "configs/finetune/smoke.yaml"), "--precision", "auto",
-         "--trainer.default_root_dir", str(tmp_path)]
-    )
-    assert code == 0 and captured["p"] == "bf16-mixed"
+    seen = []
+    monkeypatch.setattr(finetune_cli.Trainer, "fit", lambda self, *a, **k: seen.append(self.precision))
+    for value, run in (("auto", "a"), ("bf16-mixed", "b")):
+        code = finetune_cli.main(
+            ["--config", str(REPO / "configs/finetune/smoke.yaml"), "--precision", value,
+             "--trainer.default_root_dir", str(tmp_path / run)]
+        )
+        assert code == 0
+    assert seen == ["32-true", "bf16-mixed"]
