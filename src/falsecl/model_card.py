@@ -187,11 +187,11 @@ def fit_fields(trainer: Trainer, task: LightningModule) -> dict[str, Any]:
             "freeze_backbone": hp.get("freeze_backbone"),
         },
         "dataset": {
-            "name": _first(getattr(dm, "dataset_name", None), hp.get("dataset")),
-            "root": _first(getattr(dm, "root", None), hp.get("root")),
+            "name": _first(getattr(dm, "dataset_name", None), hp.get("data_name")),
+            "root": _first(getattr(dm, "root", None), hp.get("data_root")),
             "train_split": getattr(dm, "train_split", None),
-            "val_split": _first(getattr(dm, "val_split", None), hp.get("val_split")),
-            "validation": _first(getattr(dm, "val_description", None), hp.get("val_description")),
+            "val_split": _first(getattr(dm, "val_split", None), hp.get("data_val_split")),
+            "validation": _first(getattr(dm, "val_description", None), hp.get("data_val_description")),
         },
         "class_names": _first(hp.get("class_names"), getattr(dm, "class_names", None)),
         "class_colours": _first(
@@ -200,7 +200,7 @@ def fit_fields(trainer: Trainer, task: LightningModule) -> dict[str, Any]:
             hp.get("colours"),
             getattr(train_set, "colours", None),
         ),
-        "bands": _first(getattr(dm, "bands", None), hp.get("bands")),
+        "bands": _first(getattr(dm, "bands", None), hp.get("data_bands")),
         "in_channels": hp.get("in_channels"),
         "normalisation": {
             "mean": _first(hp.get("mean"), getattr(dm, "mean", None)),
@@ -209,11 +209,11 @@ def fit_fields(trainer: Trainer, task: LightningModule) -> dict[str, Any]:
             "statistics_file": stats,
         },
         "labels": {
-            "label_fraction": _first(getattr(dm, "label_fraction", None), hp.get("label_fraction")),
+            "label_fraction": _first(getattr(dm, "label_fraction", None), hp.get("data_label_fraction")),
             "subset_file": subset,
             "labelled_patches": len(getattr(dm, "train_indices", None) or []) or None,
             "training_patches": len(train_set) if train_set is not None else None,
-            "seed": _first(getattr(dm, "seed", None), hp.get("seed")),
+            "seed": _first(getattr(dm, "seed", None), hp.get("data_seed")),
         },
         "pretraining": pretraining_source(hp.get("backbone_weights")),
         "fine_tuning": {
