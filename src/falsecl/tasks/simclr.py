@@ -25,6 +25,7 @@ from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor, nn
 
 from falsecl.losses.debiased import DebiasedContrastiveLoss
+from falsecl.losses.diagnostics import false_negative_diagnostics
 from falsecl.losses.false import FALSELoss
 from falsecl.losses.fp32 import FP32Loss
 from falsecl.losses.hard_negative import HardNegativeLoss
@@ -94,6 +95,9 @@ class SimCLR(PretrainTask):
         hidden_dim: Hidden width of the projection head (paper: 2048).
         output_dim: Projection dimension (paper: 128).
         num_layers: Linear layers of the projection head (2 = input-hidden-output).
+        diagnostics_every: Every this many steps, when the batch carries patch majority classes
+            (``meta["majority"]``, from labelled pretraining sources), log FALSE's false-negative diagnostics
+            (:mod:`falsecl.losses.diagnostics`) as ``train/diag_*``; 0 turns them off. Labels never reach the loss.
         kwargs: Backbone and optimiser arguments of :class:`falsecl.tasks.base.PretrainTask`.
     """
 
@@ -112,6 +116,7 @@ class SimCLR(PretrainTask):
         hidden_dim: int = 2048,
         output_dim: int = 128,
         num_layers: int = 2,
+        diagnostics_every: int = 10,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -122,6 +127,10 @@ class SimCLR(PretrainTask):
         self.hidden_dim = hidden_dim
         self.output_dim = output_dim
         self.num_layers = num_layers
+        if diagnostics_every < 0:
+            raise ValueError(f"diagnostics_every must be >= 0, got {diagnostics_every}")
+        self.diagnostics_every = diagnostics_every
+        self.temperature, self.threshold, self.top_k = temperature, threshold, top_k
         self.criterion = build_contrastive_loss(
             loss, temperature, alpha, threshold, selection, top_k, symmetric, negatives, tau_plus, beta
         )
@@ -146,4 +155,17 @@ class SimCLR(PretrainTask):
         z = self.project(torch.cat([v0, v1]))
         z0, z1 = z.chunk(2)
         loss: Tensor = self.criterion(z0, z1)
-        return loss, loss_statistics(self.criterion, z0, z1)
+        stats = loss_statistics(self.criterion, z0, z1)
+        majority = meta.get("majority") if meta is not None else None
+        step = self.global_step if self._trainer is not None else 0
+        if (
+            majority is not None
+            and self.diagnostics_every > 0
+            and step % self.diagnostics_every == 0
+            and bool((majority >= 0).any())
+        ):
+            diag = false_negative_diagnostics(
+                z0.detach(), z1.detach(), majority, self.temperature, self.threshold, self.top_k, seed=step
+            )
+            stats.update({f"diag_{k}": torch.tensor(v) for k, v in diag.items()})
+        return loss, stats

@@ -1,0 +1,82 @@
+"""FALSE's false-negative diagnostics: how often the accepted candidates really share the anchor's class."""
+
+import math
+
+import torch
+
+from falsecl.losses.diagnostics import false_negative_diagnostics
+
+
+def _layout(classes, cos_pos=0.95):
+    """Unit embeddings per patch: same-class patches close together, views nearly identical."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(10, 32, generator=g), dim=1)
+    z0 = torch.stack([centres[c] for c in classes]) + 0.05 * torch.randn(len(classes), 32, generator=g)
+    z1 = z0 + 0.01 * torch.randn(len(classes), 32, generator=g)
+    return z0, z1
+
+
+def naive_precision(accepted, labels):
+    hits = total = 0
+    for i in range(accepted.shape[0]):
+        for j in range(accepted.shape[1]):
+            if accepted[i, j] and labels[i] >= 0 and labels[j] >= 0:
+                total += 1
+                hits += int(labels[i] == labels[j])
+    return hits / total if total else math.nan
+
+
+def test_matches_a_naive_count_and_references_are_sane():
+    classes = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    z0, z1 = _layout(classes.tolist())
+    out = false_negative_diagnostics(z0, z1, classes, temperature=0.5, threshold=0.5, seed=0)
+    # Every anchor's closest negative is its class twin: per_anchor is exact and acts on every row.
+    assert out["per_anchor_precision"] == 1.0 and out["per_anchor_rows"] == 1.0
+    assert out["hardest_precision"] == 1.0
+    # Chance: a random negative of another patch shares the class with probability 2/14 here (1 twin, 2 views).
+    assert 0.0 <= out["chance_precision"] <= 0.5
+    assert 0.0 < out["official_rows"] <= 1.0 / 16 * 2  # one global pick (two rows at most with ties)
+    assert set(out) == {
+        "per_anchor_precision", "per_anchor_rows", "official_precision", "official_rows",
+        "chance_precision", "hardest_precision",
+    }
+
+
+def test_unknown_classes_are_excluded_and_nothing_fired_is_nan():
+    classes = torch.tensor([0, 0, -1, -1])
+    z0, z1 = _layout([0, 0, 1, 1])
+    out = false_negative_diagnostics(z0, z1, classes, temperature=0.5, threshold=0.5, seed=0)
+    assert out["per_anchor_precision"] == 1.0  # rows of unknown patches do not count
+    none = false_negative_diagnostics(z0, z1, classes, temperature=0.5, threshold=1.01, seed=0)
+    assert none["per_anchor_rows"] == 0.0 and math.isnan(none["per_anchor_precision"])
+    unknown = false_negative_diagnostics(z0, z1, torch.full((4,), -1), temperature=0.5, threshold=0.5, seed=0)
+    assert all(math.isnan(v) for k, v in unknown.items() if k.endswith("precision"))
+
+
+def test_precision_counts_each_accepted_pair_like_a_naive_loop():
+    g = torch.Generator().manual_seed(3)
+    z0 = torch.randn(12, 16, generator=g)
+    z1 = z0 + 0.3 * torch.randn(12, 16, generator=g)
+    classes = torch.randint(0, 3, (12,), generator=g)
+    from falsecl.losses.false import select_per_anchor
+
+    z = torch.nn.functional.normalize(torch.cat([z0, z1]), dim=1)
+    accepted, _ = select_per_anchor(z @ z.T, 0.5)
+    out = false_negative_diagnostics(z0, z1, classes, temperature=0.5, threshold=0.5, seed=0)
+    ref = naive_precision(accepted, torch.cat([classes, classes]).tolist())
+    assert (math.isnan(ref) and math.isnan(out["per_anchor_precision"])) or out["per_anchor_precision"] == ref
+
+
+def test_simclr_logs_diagnostics_only_with_majority_classes():
+    from falsecl.tasks.simclr import SimCLR
+
+    model = SimCLR(arch="resnet18", in_channels=3, hidden_dim=16, output_dim=8, threshold=0.0)
+    v = torch.randn(4, 3, 32, 32)
+    _, stats = model.pretrain_loss(v, v + 0.01, {"majority": torch.tensor([0, 0, 1, -1])})
+    assert {"diag_per_anchor_precision", "diag_official_rows", "diag_chance_precision"} <= set(stats)
+    _, plain = model.pretrain_loss(v, v + 0.01, {"index": torch.arange(4)})
+    assert not any(k.startswith("diag_") for k in plain)
+    _, unknown = model.pretrain_loss(v, v + 0.01, {"majority": torch.full((4,), -1)})
+    assert not any(k.startswith("diag_") for k in unknown)
+    off = SimCLR(arch="resnet18", in_channels=3, hidden_dim=16, output_dim=8, diagnostics_every=0)
+    assert not any(k.startswith("diag_") for k in off.pretrain_loss(v, v, {"majority": torch.zeros(4).long()})[1])
