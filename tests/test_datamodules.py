@@ -221,6 +221,12 @@ def test_ssl_uses_the_datasets_own_rgb_bands(tmp_path):
     dm = SSLDataModule(roots=[str(folder)], patch_size=32, crop_size=16)
     dm.setup("fit")
     assert dm.augment.rgb_bands is None  # recognised by name in a plain folder too
+    mmseg = tmp_path / "vaihingen_mmseg"
+    fakes.write_png(mmseg / "img_dir" / "area1_0_0_32_32.png", fakes.rgb_image(32, 32, 0))
+    fakes.write_png(mmseg / "ann_dir" / "area1_0_0_32_32.png", np.ones((32, 32), np.uint8))
+    dm = SSLDataModule(dataset="isprs_mmseg", root=str(mmseg), split="all", patch_size=32, crop_size=16)
+    dm.setup("fit")
+    assert dm.augment.rgb_bands is None  # mmsegmentation's Vaihingen crops are IR-R-G as well
     with pytest.raises(ValueError, match="root"):
         SSLDataModule(dataset="potsdam")
 

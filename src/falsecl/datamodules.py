@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 from falsecl.datasets import SEGMENTATION_DATASETS, DubaiAerial, SegmentationDataset, UnlabeledImagery
 from falsecl.datasets.errors import DatasetError
 from falsecl.datasets.io import IGNORE_INDEX
-from falsecl.datasets.pretrain import PretrainImagery, PretrainSource
+from falsecl.datasets.pretrain import PretrainImagery, PretrainSource, without_held_out
 from falsecl.datasets.stats import BandStats, cached_band_stats
 from falsecl.datasets.subsets import (
     fingerprint_mismatch,
@@ -210,6 +210,10 @@ class SSLDataModule(LightningDataModule):
             if cls.name == "folder":
                 kwargs["palette"] = self.palette
             labelled = cls(cast(str, self.root), **kwargs)
+            if not self.include_held_out:
+                labelled, dropped = without_held_out(labelled)
+                if dropped:
+                    log.info("official test tiles left out of pretraining: %s", ", ".join(dropped))
             if self.split != "train":
                 log.warning("pretraining on the %r split of %s, not its training split", self.split, cls.name)
             sources.append(PretrainSource(f"{self.dataset_name}-{self.split}", Path(cast(str, self.root)), labelled))
@@ -230,6 +234,9 @@ class SSLDataModule(LightningDataModule):
         """R, G, B band positions for colour jitter: explicit, else the labelled dataset's, else the first three."""
         if self.rgb_bands is not None:
             return list(self.rgb_bands) or None
+        if self.dataset is not None and any(is_vaihingen(p.name) for p in self.dataset.files):
+            log.info("Vaihingen tiles (IR, R, G) among the pretraining images: no RGB colour jitter")
+            return None
         if self.dataset_name is not None:
             own = SEGMENTATION_DATASETS[self.dataset_name].rgb_bands
             if own is None:
@@ -239,9 +246,6 @@ class SSLDataModule(LightningDataModule):
             # Positions of the dataset's R, G, B among the kept bands (none if a colour band was dropped).
             kept = [int(b) for b in self.bands] if not isinstance(self.bands, str) else list(own)
             return [kept.index(b) for b in own] if all(b in kept for b in own) else None
-        if self.dataset is not None and any(is_vaihingen(p.name) for p in self.dataset.files):
-            log.info("Vaihingen tiles (IR, R, G) among the pretraining images: no RGB colour jitter")
-            return None
         return [0, 1, 2] if self.in_channels >= 3 else None
 
     def train_dataloader(self) -> DataLoader[Any]:

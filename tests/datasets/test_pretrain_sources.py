@@ -112,3 +112,20 @@ def test_majority_reads_each_mask_once(tmp_path, fakes):
     pool = PretrainImagery([PretrainSource("potsdam-train", root, labelled)])
     first = [int(pool[i]["majority"]) for i in range(len(pool))]
     assert [int(pool[i]["majority"]) for i in range(len(pool))] == first and calls == [0, 1, 2, 3]
+
+
+def test_mmseg_crops_of_test_tiles_are_recognised_and_left_out(tmp_path, fakes):
+    from falsecl.datasets import ISPRSMMSeg
+    from falsecl.datasets.pretrain import without_held_out
+    from falsecl.datasets.unlabeled import is_vaihingen
+
+    assert held_out_tile("2_13_0_0_512_512.png") == "potsdam 2_13" and held_out_tile("2_10_0_0_512_512.png") is None
+    assert held_out_tile("area2_0_512_512_1024.png") == "vaihingen area 2"
+    assert held_out_tile("area1_0_0_512_512.png") is None and is_vaihingen("area1_0_0_512_512.png")
+    root = fakes.make_mmseg(tmp_path / "flat", splits=None, size=32)
+    fakes.write_png(root / "img_dir" / "2_13_0_0_32_32.png", fakes.rgb_image(32, 32, 5))
+    fakes.write_png(root / "ann_dir" / "2_13_0_0_32_32.png", np.ones((32, 32), np.uint8))
+    flat = ISPRSMMSeg(root, "all", patch_size=16)
+    kept, dropped = without_held_out(flat)
+    assert dropped == ["potsdam 2_13"] and len(kept.files) == 2 and len(kept) == 8 and len(flat) == 12
+    assert {f.tile for f in kept.files} == {"2_10", "3_11"} and kept[7]["image"].shape == (3, 16, 16)

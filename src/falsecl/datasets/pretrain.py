@@ -23,7 +23,7 @@ from falsecl.datasets.base import SegmentationDataset
 from falsecl.datasets.errors import DatasetError
 from falsecl.datasets.io import IGNORE_INDEX
 from falsecl.datasets.tiling import Patch
-from falsecl.datasets.unlabeled import UnlabeledImagery
+from falsecl.datasets.unlabeled import UnlabeledImagery, held_out_tile
 
 
 def majority_class(mask: NDArray[Any], num_classes: int) -> int:
@@ -69,6 +69,28 @@ class PretrainSource:
             except ValueError:
                 out.append(path.name)
         return out
+
+
+def without_held_out(dataset: SegmentationDataset) -> tuple[SegmentationDataset, list[str]]:
+    """The dataset minus images that are official ISPRS test tiles by name (e.g. in a flat ``all`` split).
+
+    Returns:
+        The (re-tiled) dataset, or ``dataset`` itself when nothing is dropped, and the dropped tiles.
+    """
+    keep = [i for i, f in enumerate(dataset.files) if held_out_tile(f.image.name) is None]
+    if len(keep) == len(dataset.files):
+        return dataset, []
+    if not keep:
+        raise DatasetError(
+            f"every image of {type(dataset).__name__} under {dataset.root} (split {dataset.split!r}) is an official "
+            "test tile. Fix: pretrain on the training split, or pass include_held_out=True knowingly."
+        )
+    dropped = sorted({str(held_out_tile(f.image.name)) for f in dataset.files} - {"None"})
+    clone = object.__new__(type(dataset))
+    clone.__dict__.update(dataset.__dict__)
+    clone.files = [dataset.files[i] for i in keep]
+    clone.infos = [dataset.infos[i] for i in keep]
+    return clone.with_patch_size(dataset.patch_size, dataset.stride), dropped
 
 
 class PretrainImagery(Dataset[dict[str, Tensor]]):

@@ -41,23 +41,27 @@ LABEL_DIRS = ("masks", "masks_png", "ann_dir", "labels", "label", "5_labels_all"
 _LABEL_FILE = re.compile(r"_(mask|label|lbl)$", re.IGNORECASE)
 _POTSDAM_TILE = re.compile(r"^top_potsdam_(\d+_\d+)(?:_|$)", re.IGNORECASE)
 _VAIHINGEN_AREA = re.compile(r"^top_mosaic_09cm_area(\d+)(?:\D|$)", re.IGNORECASE)
+# mmsegmentation's conversion names crops <tile>_<x0>_<y0>_<x1>_<y1>: "2_13_0_0_512_512", "area2_0_0_512_512".
+_MMSEG_POTSDAM = re.compile(r"^(\d+_\d+)(?:_\d+){4}$")
+_MMSEG_VAIHINGEN = re.compile(r"^area(\d+)(?:_\d+){4}$", re.IGNORECASE)
 
 
 def is_vaihingen(name: str) -> bool:
     """Whether a file name is a Vaihingen tile (or a patch of one): IR-R-G false colour, no true RGB."""
-    return _VAIHINGEN_AREA.match(Path(name).stem) is not None
+    stem = Path(name).stem
+    return _VAIHINGEN_AREA.match(stem) is not None or _MMSEG_VAIHINGEN.match(stem) is not None
 
 
 def held_out_tile(name: str) -> str | None:
     """``"potsdam <r>_<c>"`` / ``"vaihingen area <N>"`` when a file name is an official ISPRS test tile, else None.
 
     Patches cut from a test tile keep the tile's name as prefix (``top_potsdam_2_13_RGBIR_0_1.tif``), so they are
-    recognised too.
+    recognised too, as are mmsegmentation's crops (``2_13_0_0_512_512.png``, ``area2_0_0_512_512.png``).
     """
     stem = Path(name).stem
-    if (m := _POTSDAM_TILE.match(stem)) and m.group(1) in POTSDAM_TEST:
+    if (m := _POTSDAM_TILE.match(stem) or _MMSEG_POTSDAM.match(stem)) and m.group(1) in POTSDAM_TEST:
         return f"potsdam {m.group(1)}"
-    if (m := _VAIHINGEN_AREA.match(stem)) and int(m.group(1)) in VAIHINGEN_TEST:
+    if (m := _VAIHINGEN_AREA.match(stem) or _MMSEG_VAIHINGEN.match(stem)) and int(m.group(1)) in VAIHINGEN_TEST:
         return f"vaihingen area {int(m.group(1))}"
     return None
 
