@@ -67,3 +67,21 @@ def test_finetune_trainer_gets_the_resolved_precision(monkeypatch, tmp_path):
         )
         assert code == 0
     assert seen == ["32-true", "bf16-mixed"]
+
+
+@pytest.mark.parametrize("form", [["--trainer.precision", "auto"], ["--trainer.precision=auto"]])
+def test_trainer_precision_auto_is_accepted_and_resolved(monkeypatch, tmp_path, form):
+    # Lightning itself refuses "auto"; on a CPU it resolves to 32-true for training (bf16 backward measured slower).
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    assert precision.trainer_auto_to_precision(["--x", "1", *form]) == ["--x", "1", "--precision", "auto"]
+    cli = pretrain_cli._build_cli(
+        ["--config", str(REPO / "configs/pretrain/smoke.yaml"), *form, "--trainer.default_root_dir", str(tmp_path)]
+    )
+    assert cli.trainer.precision == "32-true"
+    seen = []
+    monkeypatch.setattr(finetune_cli.Trainer, "fit", lambda self, *a, **k: seen.append(self.precision))
+    code = finetune_cli.main(
+        ["--config", str(REPO / "configs/finetune/smoke.yaml"), *form,
+         "--trainer.default_root_dir", str(tmp_path / "f")]
+    )
+    assert code == 0 and seen == ["32-true"]

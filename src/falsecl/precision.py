@@ -93,3 +93,29 @@ def trainer_precision(precision: str | None, trainer_precision: Any, accelerator
         raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
     device = accelerator if isinstance(accelerator, str) and accelerator != "mps" else "auto"
     return resolve_precision(precision, device, training=True)
+
+
+def trainer_auto_to_precision(argv: list[str] | None) -> list[str] | None:
+    """Accept ``--trainer.precision auto``: Lightning refuses ``auto``, so it is rewritten as ``--precision auto``.
+
+    Args:
+        argv: Command-line arguments (``None``: ``sys.argv[1:]``).
+
+    Returns:
+        The arguments with ``--trainer.precision auto`` / ``--trainer.precision=auto`` rewritten.
+    """
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--trainer.precision=auto":
+            out += ["--precision", "auto"]
+        elif args[i] == "--trainer.precision" and i + 1 < len(args) and args[i + 1] == "auto":
+            out += ["--precision", "auto"]
+            i += 1
+        else:
+            out.append(args[i])
+        i += 1
+    return out

@@ -84,3 +84,15 @@ def test_lightly_ntxent_in_the_simclr_task_runs_in_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = loss_fn(z0, z1)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+
+
+def test_byol_loss_under_autocast_is_fp32_on_the_same_embeddings():
+    from falsecl.tasks.byol import byol_loss
+
+    p, z = near_ties()
+    p16, z16 = p.bfloat16(), z.bfloat16()
+    expected = byol_loss(p16.float(), z16.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = byol_loss(p16, z16)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

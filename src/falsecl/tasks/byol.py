@@ -18,9 +18,11 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor
 
+from falsecl.losses.fp32 import fp32_similarities
 from falsecl.tasks.base import PretrainTask
 
 
+@fp32_similarities
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     """BYOL regression loss ``2 - 2 cos(p, z)``, mean over the batch.
 

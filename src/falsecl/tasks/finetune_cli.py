@@ -25,7 +25,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from falsecl.model_card import ModelCardCallback
-from falsecl.precision import PRECISION_HELP, trainer_precision
+from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision, trainer_precision
 from falsecl.tasks.base import AtomicCheckpointIO
 from falsecl.tasks.segmentation import SegmentationTask
 
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None, *, datamodule_class: type[LightningD
             cli = FinetuneCLI(
                 SegmentationTask,
                 datamodule_class,
-                args=list(argv) if argv is not None else None,
+                args=trainer_auto_to_precision(list(argv) if argv is not None else None),
                 run=False,
                 seed_everything_default=0,
                 save_config_kwargs={"overwrite": True},

@@ -28,7 +28,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from falsecl.datamodules import SSLDataModule
-from falsecl.precision import PRECISION_HELP, trainer_precision
+from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision, trainer_precision
 from falsecl.tasks.base import AtomicCheckpointIO, NonFiniteLossError, PretrainTask
 
 #: Root of a run when neither the config nor the command line sets ``trainer.default_root_dir``.
@@ -109,7 +109,7 @@ def _build_cli(argv: list[str] | None) -> PretrainCLI:
         subclass_mode_model=True,
         auto_configure_optimizers=False,  # the tasks own their optimiser and schedule
         run=False,
-        args=argv,
+        args=trainer_auto_to_precision(argv),
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"default_root_dir": DEFAULT_ROOT, "max_epochs": 100, "log_every_n_steps": 1},
