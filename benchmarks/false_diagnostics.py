@@ -76,7 +76,7 @@ def main() -> None:
         f"T {args.threshold}, {args.batches} batches (mean over batches; n/a = nothing accepted)"
     )
     print(f"{'selection':<18} {'rows changed':>13} {'precision':>10}")
-    for name in ("official", "per_anchor"):
+    for name in ("official", "per_anchor", "mutual"):
         print(f"{name:<18} {mean(name + '_rows'):>13} {mean(name + '_precision'):>10}")
     print(f"{'chance':<18} {'-':>13} {mean('chance_precision'):>10}")
     print(f"{'hardest negative':<18} {'-':>13} {mean('hardest_precision'):>10}")

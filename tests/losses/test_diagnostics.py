@@ -38,7 +38,7 @@ def test_matches_a_naive_count_and_references_are_sane():
     assert 0.0 < out["official_rows"] <= 1.0 / 16 * 2  # one global pick (two rows at most with ties)
     assert set(out) == {
         "per_anchor_precision", "per_anchor_rows", "official_precision", "official_rows",
-        "chance_precision", "hardest_precision",
+        "mutual_precision", "mutual_rows", "chance_precision", "hardest_precision",
     }
 
 
@@ -80,3 +80,19 @@ def test_simclr_logs_diagnostics_only_with_majority_classes():
     assert not any(k.startswith("diag_") for k in unknown)
     off = SimCLR(arch="resnet18", in_channels=3, hidden_dim=16, output_dim=8, diagnostics_every=0)
     assert not any(k.startswith("diag_") for k in off.pretrain_loss(v, v, {"majority": torch.zeros(4).long()})[1])
+
+
+def test_mutual_keeps_only_pairs_accepted_from_both_ends():
+    g = torch.Generator().manual_seed(5)
+    z0 = torch.randn(10, 16, generator=g)
+    z1 = z0 + 0.3 * torch.randn(10, 16, generator=g)
+    classes = torch.randint(0, 3, (10,), generator=g)
+    from falsecl.losses.false import select_per_anchor
+
+    z = torch.nn.functional.normalize(torch.cat([z0, z1]), dim=1)
+    accepted, _ = select_per_anchor(z @ z.T, 0.0)
+    mutual = [[bool(accepted[i, j] and accepted[j, i]) for j in range(20)] for i in range(20)]
+    out = false_negative_diagnostics(z0, z1, classes, temperature=0.5, threshold=0.0, seed=0)
+    assert out["mutual_rows"] == sum(any(r) for r in mutual) / 20
+    ref = naive_precision(torch.tensor(mutual), torch.cat([classes, classes]).tolist())
+    assert (math.isnan(ref) and math.isnan(out["mutual_precision"])) or out["mutual_precision"] == ref

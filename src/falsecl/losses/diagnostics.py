@@ -9,6 +9,7 @@ unknown), :func:`false_negative_diagnostics` reports for both selections
 - ``<selection>_precision``: the share of accepted (anchor, candidate) pairs whose two patches have the same
   majority class (pairs with an unknown class are left out);
 
+the same for ``mutual``, the ``per_anchor`` pairs ``(i, j)`` that ``j`` also accepts (``j``'s pick is ``i``),
 and two references on the same batch: ``chance_precision`` (one random negative per row) and
 ``hardest_precision`` (each row's most similar negative). A precision is NaN when no pair counts (nothing fired,
 or every class unknown). Labels serve the diagnostics only; they never reach a loss.
@@ -54,7 +55,8 @@ def false_negative_diagnostics(
 
     Returns:
         ``per_anchor_rows``, ``per_anchor_precision``, ``official_rows``, ``official_precision``,
-        ``chance_precision``, ``hardest_precision`` (see the module docstring).
+        ``mutual_rows``, ``mutual_precision`` (``per_anchor`` pairs accepted from both ends), ``chance_precision``,
+        ``hardest_precision`` (see the module docstring).
 
     Raises:
         ValueError: ``majority`` does not hold one value per patch.
@@ -67,9 +69,14 @@ def false_negative_diagnostics(
     labels = torch.cat([majority, majority]).to(sim.device)
     negatives = _negative_mask(2 * n, sim.device)
     out: dict[str, float] = {}
-    for name, (accepted, _) in (
-        ("per_anchor", select_per_anchor(sim, threshold, top_k)),
-        ("official", select_official(sim, temperature, threshold)),
+    per_anchor, _ = select_per_anchor(sim, threshold, top_k)
+    # Mutual pick: (i, j) is kept only if j, through its own gate, also accepted i (a candidate for a stricter
+    # selection; measured here before it reaches a loss).
+    mutual = per_anchor & per_anchor.T
+    for name, accepted in (
+        ("per_anchor", per_anchor),
+        ("official", select_official(sim, temperature, threshold)[0]),
+        ("mutual", mutual),
     ):
         accepted = accepted & negatives
         out[f"{name}_rows"] = float(accepted.any(dim=1).float().mean())
