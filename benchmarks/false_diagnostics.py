@@ -80,6 +80,7 @@ def main() -> None:
         print(f"{name:<18} {mean(name + '_rows'):>13} {mean(name + '_precision'):>10}")
     print(f"{'chance':<18} {'-':>13} {mean('chance_precision'):>10}")
     print(f"{'hardest negative':<18} {'-':>13} {mean('hardest_precision'):>10}")
+    print(f"{'hardest, gated':<18} {mean('per_anchor_rows'):>13} {mean('hardest_gated_precision'):>10}")
 
 
 if __name__ == "__main__":

@@ -32,13 +32,14 @@ def test_matches_a_naive_count_and_references_are_sane():
     out = false_negative_diagnostics(z0, z1, classes, temperature=0.5, threshold=0.5, seed=0)
     # Every anchor's closest negative is its class twin: per_anchor is exact and acts on every row.
     assert out["per_anchor_precision"] == 1.0 and out["per_anchor_rows"] == 1.0
-    assert out["hardest_precision"] == 1.0
+    assert out["hardest_precision"] == 1.0 and out["hardest_gated_precision"] == 1.0
     # Chance: a random negative of another patch shares the class with probability 2/14 here (1 twin, 2 views).
     assert 0.0 <= out["chance_precision"] <= 0.5
     assert 0.0 < out["official_rows"] <= 1.0 / 16 * 2  # one global pick (two rows at most with ties)
     assert set(out) == {
         "per_anchor_precision", "per_anchor_rows", "official_precision", "official_rows",
         "mutual_precision", "mutual_rows", "chance_precision", "hardest_precision",
+        "hardest_gated_precision",
     }
 
 
@@ -49,6 +50,7 @@ def test_unknown_classes_are_excluded_and_nothing_fired_is_nan():
     assert out["per_anchor_precision"] == 1.0  # rows of unknown patches do not count
     none = false_negative_diagnostics(z0, z1, classes, temperature=0.5, threshold=1.01, seed=0)
     assert none["per_anchor_rows"] == 0.0 and math.isnan(none["per_anchor_precision"])
+    assert math.isnan(none["hardest_gated_precision"]) and not math.isnan(none["hardest_precision"])
     unknown = false_negative_diagnostics(z0, z1, torch.full((4,), -1), temperature=0.5, threshold=0.5, seed=0)
     assert all(math.isnan(v) for k, v in unknown.items() if k.endswith("precision"))
 

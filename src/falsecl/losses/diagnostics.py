@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from falsecl.losses.false import _negative_mask, select_official, select_per_anchor
+from falsecl.losses.false import _negative_mask, positive_index, select_official, select_per_anchor
 from falsecl.losses.fp32 import fp32_similarities
 
 
@@ -56,7 +56,8 @@ def false_negative_diagnostics(
     Returns:
         ``per_anchor_rows``, ``per_anchor_precision``, ``official_rows``, ``official_precision``,
         ``mutual_rows``, ``mutual_precision`` (``per_anchor`` pairs accepted from both ends), ``chance_precision``,
-        ``hardest_precision`` (see the module docstring).
+        ``hardest_precision``, ``hardest_gated_precision`` (the hardest negative on the rows whose positive cosine
+        passes the gate, ``per_anchor``'s like-for-like reference; see the module docstring).
 
     Raises:
         ValueError: ``majority`` does not hold one value per patch.
@@ -90,4 +91,10 @@ def false_negative_diagnostics(
         pick = torch.zeros_like(negatives)
         pick[rows, cols] = True
         out[f"{name}_precision"] = _precision(pick & negatives, labels)
+    # The hardest negative on the rows that pass the gate only: per_anchor's fair reference, since the gate alone
+    # keeps the rows whose embedding is most confident.
+    gated = sim[rows, positive_index(2 * n, sim.device)] >= threshold
+    pick = torch.zeros_like(negatives)
+    pick[rows, hardest] = True
+    out["hardest_gated_precision"] = _precision(pick & negatives & gated[:, None], labels)
     return out
