@@ -31,7 +31,7 @@ def test_pretrain_finetune_evaluate_through_real_commands(tmp_path, monkeypatch)
         assert 0.0 <= r["mIoU"] <= 1.0 and 0.0 <= r["OA"] <= 1.0
         assert set(r["per_class"]) == {"building", "land", "road", "vegetation", "water"}
     # The pretrained cell really started from the pretraining's backbone file.
-    assert (out / "smoke_false" / "pretrain" / "backbone.pt").is_file()
-    saved = json.loads((out / "smoke_false/labels5pct_seed0/eval/metrics.json").read_text())
+    assert (out / "smoke_false" / "pretrain_seed0" / "backbone.pt").is_file()
+    saved = json.loads((out / "smoke_false/finetune/labels5pct_pre0_ft0/eval/metrics.json").read_text())
     assert saved["settings"]["images"] == 1
     assert "smoke_false" in (out / "report.md").read_text()
