@@ -180,6 +180,8 @@ class SegmentationTask(LightningModule):
                 continue  # unknown to the datamodule ([] before its setup)
             if name in ("in_channels", "num_classes") and not value:
                 continue  # 0 before the datamodule's setup
+            if name == "data_bands" and not isinstance(value, str | list | tuple):
+                continue  # a datamodule of another kind may keep a band *count* there; it is not a band choice
             if isinstance(value, list | tuple):  # colours are nested tuples: plain lists for YAML/JSON
                 value = [list(v) if isinstance(v, list | tuple) else v for v in value]
             elif not isinstance(value, str | int | float | bool):
