@@ -27,7 +27,7 @@ test: lint typecheck unit
 
 # The end-to-end job on the bundled Dubai imagery, sized for about 10 minutes on 2 CPU cores: check the data,
 # pretrain SimCLR + FALSE for one epoch on the training tiles, fine-tune DeepLabv3+ on 25 % of the labels
-# (600 steps, best checkpoint chosen on the val tile), evaluate by sliding window on the whole test tiles (3, 8),
+# (1000 steps, best checkpoint chosen on the val tile), evaluate by sliding window on the whole test tiles (3, 8),
 # map one test image, and print a summary. Extra arguments for a step: DEMO_PRETRAIN_ARGS, DEMO_FINETUNE_ARGS,
 # DEMO_EVAL_ARGS (e.g. `make demo DEMO=runs/demo_smoke DEMO_FINETUNE_ARGS="--trainer.max_steps 4"`).
 DEMO := runs/demo
