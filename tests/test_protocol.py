@@ -1,9 +1,6 @@
 """The protocol's cached artefacts: label subsets and band statistics record what they were drawn from."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,19 +8,7 @@ import torch
 from falsecl.datamodules import SegmentationDataModule
 from falsecl.datasets.errors import DatasetError
 from falsecl.datasets.subsets import load_fingerprint, load_ids
-
-
-def _fakes():
-    name = "falsecl_test_fake_layouts"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "data" / "fake_layouts.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fakes = _fakes()
+from tests.data import fake_layouts as fakes
 
 
 class FakeTrainer:
