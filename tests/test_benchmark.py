@@ -146,3 +146,19 @@ def test_null_iou_renders_na_and_never_crashes(tmp_path):
     paths = write_report(cells, tmp_path)
     text = paths["markdown"].read_text()
     assert "| random | n/a |" in text and "n/a" in paths["html"].read_text()
+
+
+def test_report_only_runs_nothing_and_publishes_the_finished_cells(tmp_path, monkeypatch):
+    fake = FakeFalsecl()
+    monkeypatch.setattr(runner_mod, "_subprocess_runner", fake)
+    kwargs = {"output_dir": str(tmp_path / "bench"), "publish_dir": str(tmp_path / "docs"), "publish_name": "q",
+              "intro": "**What ran.** two methods"}
+    run_benchmark(METHODS, "ft.yaml", [0.1], [0], select_methods=["random"], **kwargs)
+    fake.calls.clear()
+    partial = run_benchmark(METHODS, "ft.yaml", [0.1], [0], report_only=True, **kwargs)
+    assert fake.calls == [] and [r["method"] for r in partial] == ["random"]
+    md = (tmp_path / "docs" / "q.md").read_text()
+    assert md.startswith("# falsecl benchmark\n\n**What ran.** two methods\n")
+    assert "DeepLabv3+ fine-tuning: 1 of 2 cells (partial)" in md
+    assert "<strong>What ran.</strong>" in (tmp_path / "docs" / "q.html").read_text()
+    assert json.loads((tmp_path / "docs" / "q_results.json").read_text()) == partial

@@ -32,3 +32,64 @@ def test_report_says_when_diagnostics_were_not_logged(tmp_path):
     text = write_report(CELLS, tmp_path)["markdown"].read_text()
     assert "False-negative diagnostics were not logged" in text
     assert "no significant difference" in text  # identical scores: the interval is [0, 0]
+
+
+def test_html_renders_strong_and_code_spans_and_escapes_the_rest():
+    from falsecl.benchmark.report import html_text
+
+    assert html_text("**Headline.** a <b> & `x.yaml`") == (
+        "<p><strong>Headline.</strong> a &lt;b&gt; &amp; <code>x.yaml</code></p>")
+    assert html_text("- **one**\n- two") == "<ul><li><strong>one</strong></li><li>two</li></ul>"
+
+
+def test_diagnostics_table_averages_the_second_half_then_the_seeds():
+    from falsecl.benchmark.report import diagnostics_table
+
+    # Seed 0: steps 0..30, second half (step >= 15) = steps 20, 30 -> mean 0.8; seed 1 -> 0.9; NaN cells skipped.
+    runs = [{"train/diag_per_anchor_precision": [(0, 0.1), (10, 0.1), (20, 0.7), (30, 0.9)],
+             "train/false/fire_rate": [(0, 1.0)]},
+            {"train/diag_per_anchor_precision": [(0, 0.2), (20, 0.9), (30, float("nan"))]}]
+    header, body = diagnostics_table({"false": runs, "random_init": []})
+    assert header[:4] == ["method", "seeds", "per_anchor rows", "per_anchor precision"]
+    assert body == [["false", "2", "n/a", "0.85 ± 0.07", *["n/a"] * 7]]
+    assert diagnostics_table({"ntxent": [{"train/loss": [(0, 1.0)]}]}) is None
+
+
+def test_findings_status_and_wall_time_follow_the_cells():
+    from falsecl.benchmark.report import compute_summary, findings, status_line
+    from falsecl.benchmark.stats import comparisons, paired_table
+
+    cells = [{"method": m, "protocol": "probe", "label_fraction": f, "pretrain_seed": p, "finetune_seed": 0,
+              "mIoU": v + 0.001 * p * p, "wall_s": 60.0, "pretrain_wall_s": None if m == "random" else 600.0}
+             for m, v in (("random", 0.40), ("ssl", 0.45)) for f in (0.01, 0.05) for p in (0, 1, 2)]
+    diffs = paired_table(cells, comparisons([{"name": "random", "pretrained": False},
+                                             {"name": "ssl", "pretrained": True}]))
+    text = findings(diffs, "probe")
+    assert "2 of 2 95 % intervals lie above 0, 0 below 0, and 0 include 0" in text
+    assert "- 1 % labels, ssl vs random: ssl is higher (+5.00 points" in text
+    assert findings(diffs, "finetune") == ""
+    assert status_line(cells, {"probe": 12, "finetune": 6}) == (
+        "Status: linear probe (frozen encoder): 12 of 12 cells; DeepLabv3+ fine-tuning: 0 of 6 cells (partial).")
+    # Pretraining counted once per (method, seed) although two cells share it: 3 x 600 s; cells 12 x 60 s.
+    assert compute_summary(cells) == ("Wall time, summed over the finished cells: pretraining 30 min (3 runs), "
+                                      "linear probe (frozen encoder) 12 min; 0.7 h in all.")
+
+
+def test_publish_renames_figures_and_rewrites_the_links(tmp_path):
+    import pytest
+
+    from falsecl.benchmark.publish import publish_report
+
+    with pytest.raises(FileNotFoundError, match="report_only"):
+        publish_report(tmp_path / "empty", tmp_path / "docs", "x")
+    write_report(CELLS, tmp_path / "bench")
+    (tmp_path / "bench" / "results.json").write_text("[]\n")
+    with pytest.raises(ValueError, match="plain file stem"):
+        publish_report(tmp_path / "bench", tmp_path / "docs", "../x")
+    written = publish_report(tmp_path / "bench", tmp_path / "docs", "dubai_cpu")
+    names = sorted(p.name for p in written)
+    assert names == ["dubai_cpu.html", "dubai_cpu.md", "dubai_cpu_miou.png", "dubai_cpu_results.json"]
+    md = (tmp_path / "docs" / "dubai_cpu.md").read_text()
+    assert "](dubai_cpu_miou.png)" in md and "](miou.png)" not in md
+    assert "src='dubai_cpu_miou.png'" in (tmp_path / "docs" / "dubai_cpu.html").read_text()
+    assert not list((tmp_path / "docs").glob("*.tmp"))

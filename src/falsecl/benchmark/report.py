@@ -11,7 +11,9 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import platform
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -145,16 +147,135 @@ def _html_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{head}</tr>{rows}</table>"
 
 
-def _html_text(text: str) -> str:
-    """Paragraphs (blank-line separated) and ``- `` bullet lines of plain text as HTML."""
+def html_inline(text: str) -> str:
+    """Escape ``text`` for HTML and render its Markdown ``**strong**`` and ```code``` spans."""
+    out = html.escape(text, quote=False)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+
+
+def html_text(text: str) -> str:
+    """Paragraphs (blank-line separated) and ``- `` bullet lines of Markdown-lite text as HTML."""
     parts = []
     for block in (b.strip() for b in text.split("\n\n")):
         lines = block.splitlines()
         if lines and all(line.startswith("- ") for line in lines):
-            parts.append("<ul>" + "".join(f"<li>{html.escape(line[2:])}</li>" for line in lines) + "</ul>")
+            parts.append("<ul>" + "".join(f"<li>{html_inline(line[2:])}</li>" for line in lines) + "</ul>")
         elif block:
-            parts.append(f"<p>{html.escape(block)}</p>")
+            parts.append(f"<p>{html_inline(block)}</p>")
     return "".join(parts)
+
+
+def machine() -> str:
+    """The CPU model and logical core count this process sees (the machine the cells were timed on)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} logical cores"
+
+
+def status_line(results: Sequence[Row], planned: dict[str, int] | None) -> str:
+    """How many cells of each protocol are finished out of those planned (``partial`` while some are missing)."""
+    done: dict[str, int] = {}
+    for cell in results:
+        done[_protocol(cell)] = done.get(_protocol(cell), 0) + 1
+    parts = []
+    for protocol in dict.fromkeys([*(planned or {}), *done]):
+        total = (planned or {}).get(protocol)
+        n = done.get(protocol, 0)
+        tail = " cells" if total is None else f" of {total} cells" + (" (partial)" if n < total else "")
+        parts.append(f"{PROTOCOL_NAMES.get(protocol, protocol)}: {n}{tail}")
+    return "Status: " + ("; ".join(parts) if parts else "no cell finished yet") + "."
+
+
+def compute_summary(results: Sequence[Row]) -> str:
+    """Summed wall time: pretraining (once per method and seed), then the cells of each protocol."""
+    pre: dict[tuple[str, Any], float] = {}
+    per_protocol: dict[str, float] = {}
+    for cell in results:
+        w = _num(cell.get("pretrain_wall_s"))
+        if w is not None:
+            pre[(str(cell["method"]), cell.get("pretrain_seed", 0))] = w
+        per_protocol[_protocol(cell)] = per_protocol.get(_protocol(cell), 0.0) + (_num(cell.get("wall_s")) or 0.0)
+    parts = [f"pretraining {sum(pre.values()) / 60:.0f} min ({len(pre)} runs)"]
+    parts += [f"{PROTOCOL_NAMES.get(k, k)} {v / 60:.0f} min" for k, v in per_protocol.items()]
+    total = sum(pre.values()) + sum(per_protocol.values())
+    return f"Wall time, summed over the finished cells: {', '.join(parts)}; {total / 3600:.1f} h in all."
+
+
+def findings(diffs: Sequence[Row], protocol: str) -> str:
+    """Bullet lines: every paired difference of ``protocol`` in words, led by how many intervals exclude 0."""
+    mine = [d for d in diffs if d["protocol"] == protocol and d["ci_low"] is not None]
+    if not mine:
+        return ""
+    above = sum(d["ci_low"] > 0 for d in mine)
+    below = sum(d["ci_high"] < 0 for d in mine)
+    lines = [f"Paired differences, {PROTOCOL_NAMES.get(protocol, protocol)}: {above} of {len(mine)} 95 % intervals "
+             f"lie above 0, {below} below 0, and {len(mine) - above - below} include 0 (no significant "
+             f"difference); about {0.05 * len(mine):.1f} would exclude 0 by chance alone if no method differed.", ""]
+    lines += [f"- {100 * d['label_fraction']:g} % labels, " + verdict(d, d["method"], d["reference"]) for d in mine]
+    return "\n".join(lines) + "\n"
+
+
+DIAG_TEXT = (
+    "Logged every 10 pretraining steps on the training batch itself, without gradient; the patches' majority "
+    "classes are read for these numbers only and never reach a loss. Rows: share of the batch's rows whose loss "
+    "the selection changes. Precision: share of accepted (anchor, candidate) pairs whose patches have the same "
+    "majority class. `mutual`: per_anchor pairs accepted from both ends. References on the same batch: a random "
+    "negative (chance), the most similar negative (hardest), and the most similar negative on the rows whose "
+    "positive passes the gate (per_anchor's like-for-like reference). Each run's mean over the second half of "
+    "its logged steps, then mean ± std over pretraining seeds. Only the SimCLR-family methods log them.")
+
+
+DIAG_COLUMNS = (("per_anchor_rows", "per_anchor rows"), ("per_anchor_precision", "per_anchor precision"),
+                ("official_rows", "official rows"), ("official_precision", "official precision"),
+                ("mutual_rows", "mutual rows"), ("mutual_precision", "mutual precision"),
+                ("chance_precision", "chance"), ("hardest_precision", "hardest negative"),
+                ("hardest_gated_precision", "hardest, gated rows"))
+
+
+def _diag_key(column: str) -> str | None:
+    for marker in ("diag_", "diag/"):
+        if marker in column:
+            return column.split(marker, 1)[1].removesuffix("_step").removesuffix("_epoch")
+    return None
+
+
+def diagnostics_table(logs: dict[str, list[dict[str, list[tuple[int, float]]]]],
+                      ) -> tuple[list[str], list[list[str]]] | None:
+    """Mean ± std over seeds of each run's mean over the second half of its logged diagnostic steps.
+
+    The first half is left out: a barely trained network passes almost every positive through the gate.
+    ``None`` when no diagnostics were logged.
+    """
+    body = []
+    for method, runs in logs.items():
+        per_key: dict[str, list[float]] = {}
+        for run in runs:
+            for column, series in run.items():
+                key = _diag_key(column)
+                if key is None or not series:
+                    continue
+                last = max(step for step, _ in series)
+                vals = [v for step, v in series if step >= last / 2 and math.isfinite(v)]
+                if vals:
+                    per_key.setdefault(key, []).append(sum(vals) / len(vals))
+        if not per_key:
+            continue
+        row = [method, str(max(len(v) for v in per_key.values()))]
+        for key, _ in DIAG_COLUMNS:
+            mean, std, _n = mean_std(per_key.get(key, []))
+            row.append("n/a" if mean is None else f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}"))
+        body.append(row)
+    if not body:
+        return None
+    return ["method", "seeds", *(name for _, name in DIAG_COLUMNS)], body
 
 
 def _versions() -> str:
@@ -170,7 +291,7 @@ def _versions() -> str:
 
 
 def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "falsecl benchmark",
-                 methods: Sequence[Row] | None = None, intro: str = "") -> dict[str, Path]:
+                 methods: Sequence[Row] | None = None, intro: str | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``report.html``, ``miou.png`` and (when logged) ``pretrain_curves.png``.
 
     Args:
@@ -180,7 +301,8 @@ def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "fals
         title: Heading of the report.
         methods: ``{"name", "pretrained", "base"}`` per method for the comparisons (default: read from
             ``benchmark_args.json``, else random init is any method whose name starts with ``random``).
-        intro: Text placed under the heading (the headline sentence).
+        intro: Markdown-lite text placed under the heading: what ran and why (default: ``benchmark_args.json``'s
+            ``intro``). The status, the findings in words and the wall time follow it, computed from the cells.
 
     Returns:
         The paths written, by kind.
@@ -193,6 +315,7 @@ def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "fals
         methods = args.get("method_info") or [
             {"name": n, "pretrained": not n.startswith("random"), "base": None}
             for n in dict.fromkeys(str(c["method"]) for c in results)]
+    intro = args.get("intro", "") if intro is None else intro
     rows = summarize(results)
     diffs = paired_table(results, comparisons(methods))
     paths: dict[str, Path] = {}
@@ -201,7 +324,7 @@ def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "fals
         paths["png"] = out / "miou.png"
     logs = read_pretrain_logs(out, [m["name"] for m in methods])
     curves = plot_pretrain_curves(logs, out / "pretrain_curves.png") if logs else []
-    has_diag = any("diag" in c for c in curves)
+    diag = diagnostics_table(logs)
     sections: list[tuple[str, str, Any]] = []  # (heading, text, table or image)
     for name, header, body in headline_tables(rows):
         sections.append((f"Test mIoU %, {name}", "mean ± std over seeds (n = defined values)", (header, body)))
@@ -214,9 +337,11 @@ def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "fals
                      f"not corrected for multiple comparisons: of {n_int} intervals, about {0.05 * n_int:.1f} would "
                      "exclude 0 by chance alone if no method differed.", diff_table(diffs)))
     sections.append(("Per-seed values", "", seed_table(rows)))
-    diag_text = ("FALSE fire rate" + (" and false-negative diagnostics" if has_diag else "")
+    if diag is not None:
+        sections.append(("FALSE's false-negative diagnostics", DIAG_TEXT, diag))
+    diag_text = ("FALSE fire rate" + (" and false-negative diagnostics" if diag else "")
                  + " logged during pretraining (one line per pretraining seed)."
-                 + ("" if has_diag else " False-negative diagnostics were not logged by these pretraining runs."))
+                 + ("" if diag else " False-negative diagnostics were not logged by these pretraining runs."))
     if curves:
         sections.append(("FALSE during pretraining", diag_text, "pretrain_curves.png"))
     else:
@@ -225,14 +350,15 @@ def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "fals
         sections.append(("Predictions on test images", args.get("panel_caption", ""), "panel.png"))
     sections.append(("Every cell", "", cells_table(results)))
     config = args.get("arguments")
-    setup = f"Versions: {_versions()}." + (f" Total wall time of the cells: {args['wall_time']}." if
-                                           args.get("wall_time") else "")
-    md_parts = [f"# {title}\n", intro + "\n" if intro else "", setup + "\n"]
-    html_parts = [f"<h1>{html.escape(title)}</h1>", _html_text(intro),
-                  f"<p>{html.escape(setup)}</p>"]
+    headline = str(args.get("headline_protocol") or (rows[0]["protocol"] if rows else ""))
+    summary = "\n\n".join(t for t in (
+        status_line(results, args.get("planned_cells")), findings(diffs, headline),
+        compute_summary(results) + f" Machine: {machine()}. Versions: {_versions()}.") if t)
+    md_parts = [f"# {title}\n\n", intro.strip() + "\n\n" if intro else "", summary + "\n"]
+    html_parts = [f"<h1>{html.escape(title)}</h1>", html_text(intro), html_text(summary)]
     for heading, text, content in sections:
         md_parts.append(f"\n## {heading}\n\n" + (text + "\n\n" if text else ""))
-        html_parts.append(f"<h2>{html.escape(heading)}</h2>" + (f"<p>{html.escape(text)}</p>" if text else ""))
+        html_parts.append(f"<h2>{html.escape(heading)}</h2>" + html_text(text))
         if isinstance(content, tuple):
             md_parts.append(markdown(*content))
             html_parts.append(_html_table(*content))

@@ -139,6 +139,11 @@ def run_benchmark(
     select_methods: list[str] | None = None,
     select_fractions: list[float] | None = None,
     select_seeds: list[int] | None = None,
+    intro: str = "",
+    headline_protocol: str | None = None,
+    publish_dir: str | None = None,
+    publish_name: str = "benchmark",
+    report_only: bool = False,
     dry_run: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or resume) the matrix and write ``results.json``, ``report.md``, ``report.html`` and PNGs.
@@ -161,6 +166,15 @@ def run_benchmark(
         select_methods: Run only these methods (``--methods a,b``).
         select_fractions: Run only these fractions (``--fractions 0.01,0.05``).
         select_seeds: Run only cells whose pretraining and fine-tuning seeds are in this list (``--seeds 0,1``).
+        intro: Markdown-lite text under the report's heading: what ran and why. The status, the findings and
+            the wall time are computed from the cells and follow it.
+        headline_protocol: The protocol whose paired differences the report spells out (``probe`` or
+            ``finetune``; default: the first one run).
+        publish_dir: Also copy the report, its figures and ``results.json`` here (e.g. ``docs/results``) as
+            ``<publish_name>.md`` ... when the run ends or with ``report_only``.
+        publish_name: Stem of the published files.
+        report_only: Run nothing: rebuild the report (and publish it) from the cells finished so far, e.g.
+            while another process still runs the matrix.
         dry_run: Print the plan and exit.
 
     Returns:
@@ -193,9 +207,16 @@ def run_benchmark(
                       "finetune_seeds": ft_seeds, "pretrain_seeds": pre_seeds, "pretrain_args": pretrain_args,
                       "finetune_args": finetune_args, "evaluate_args": evaluate_args, "probe_window": probe_window,
                       "probe_steps": probe_steps},
+        "intro": intro,
+        "headline_protocol": headline_protocol,
+        "planned_cells": {p: sum(c.protocol == p for c in cells) for p in dict.fromkeys(c.protocol for c in cells)},
         "method_info": [{"name": m.name, "pretrained": m.pretrain_config is not None, "base": m.base}
                         for m in methods],
     }
+    if report_only:
+        results = [r for r in (load_cell_result(out / c.slug) for c in cells) if r is not None]
+        _finish(out, record, data, results, chosen, title, publish_dir, publish_name)
+        return results
     _write_args(out, record)
     for p in pre_seeds:
         for method in chosen:
@@ -220,17 +241,28 @@ def run_benchmark(
                                    pre_wall, state)
                 _report_now_and_then(state, out, title)
     record["wall_time"] = f"{time.perf_counter() - state.start:.0f} s in this run"
-    if pr_fr:
+    _finish(out, record, data, state.results, chosen, title, publish_dir, publish_name)
+    return state.results
+
+
+def _finish(out: Path, record: dict[str, Any], data: dict[str, Any], results: list[dict[str, Any]],
+            chosen: list[Method], title: str, publish_dir: str | None, publish_name: str) -> None:
+    """Draw the prediction panel, write the report and publish it."""
+    if any(r.get("protocol") == "probe" for r in results):
         from falsecl.benchmark.panel import write_panel
 
-        caption = write_panel(out, data, state.results, [m.name for m in chosen if m.base is None][:2]
+        caption = write_panel(out, data, results, [m.name for m in chosen if m.base is None][:2]
                               + [m.name for m in chosen if m.base is not None][:1])
         if caption:
             record["panel_caption"] = caption
     _write_args(out, record)
-    write_report(state.results, out, title=title)
+    write_report(results, out, title=title)
     print(f"report: {out / 'report.html'}")
-    return state.results
+    if publish_dir is not None:
+        from falsecl.benchmark.publish import publish_report
+
+        for path in publish_report(out, publish_dir, publish_name):
+            print(f"published: {path}")
 
 
 def _report_now_and_then(state: _State, out: Path, title: str, every_s: float = 120.0) -> None:
