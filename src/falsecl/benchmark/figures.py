@@ -43,6 +43,8 @@ def plot_miou(rows: Sequence[Row], path: Path) -> None:
                 ax.errorbar([100 * p[0] for p in pts], [100 * p[1] for p in pts], yerr=[100 * p[2] for p in pts],
                             marker="o", capsize=3, label=method)
         ax.set_xscale("log")
+        ticks = sorted({100 * r["label_fraction"] for r in mine})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xlabel("labelled training patches (%)")
         ax.set_ylabel("test mIoU (%)")
         ax.set_title({"probe": "frozen encoder, linear probe", "finetune": "DeepLabv3+ fine-tuning"}.get(protocol,
