@@ -54,10 +54,15 @@ METHODS = [Method("random", finetune_args=["--model.backbone_lr_factor", "1.0"])
 
 def test_plan_cells_order_and_validation():
     cells = plan_cells(METHODS, [0.01], [0, 1], pretrain_seeds=[0, 1], probe_fractions=[0.05])
-    assert [c.slug for c in cells[:4]] == [
-        "random/probe/labels5pct_pre0_ft0", "random/probe/labels5pct_pre0_ft1",
-        "random/finetune/labels1pct_pre0_ft0", "random/finetune/labels1pct_pre0_ft1"]
+    # Every probe first (seed-major), then every fine-tuning: a run cut short holds the whole probe matrix.
+    assert [c.slug for c in cells[:3]] == [
+        "random/probe/labels5pct_pre0_ft0", "random/probe/labels5pct_pre0_ft1", "false/probe/labels5pct_pre0_ft0"]
+    assert [c.protocol for c in cells] == ["probe"] * 8 + ["finetune"] * 8
+    assert cells[8].slug == "random/finetune/labels1pct_pre0_ft0"
     assert len(cells) == 2 * 2 * 2 * 2 and cells[-1].slug == "false/finetune/labels1pct_pre1_ft1"
+    probe_only = plan_cells([METHODS[0], Method("b", "x.yaml", finetune=False)], [0.01], [0], probe_fractions=[0.05])
+    assert [c.slug for c in probe_only] == ["random/probe/labels5pct_pre0_ft0", "b/probe/labels5pct_pre0_ft0",
+                                            "random/finetune/labels1pct_pre0_ft0"]
     with pytest.raises(ValueError):
         plan_cells(METHODS, [0.0], [0])
     with pytest.raises(ValueError):

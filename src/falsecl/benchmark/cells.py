@@ -25,6 +25,7 @@ class Method:
             factor that suits a random initialisation).
         base: Name of the method this one modifies (``simclr_false`` -> ``simclr_ntxent``); the report gives
             their paired difference.
+        finetune: ``False``: linear-probe cells only, no fine-tuning cells (to fit a budget).
     """
 
     name: str
@@ -32,6 +33,7 @@ class Method:
     pretrain_args: list[str] = field(default_factory=list)
     finetune_args: list[str] = field(default_factory=list)
     base: str | None = None
+    finetune: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,11 @@ def plan_cells(
     pretrain_seeds: Sequence[int] = (0,),
     probe_fractions: Sequence[float] = (),
 ) -> list[Cell]:
-    """All cells in run order: pretraining seed, then method, then probe cells, then fine-tuning cells.
+    """All cells in run order: the probe cells, then the fine-tuning cells; each by pretraining seed, then method.
 
-    Seed-major order means a partial run already holds every method at the first seeds, so paired differences
-    exist early.
+    The cheap probes of every backbone come first, so a run cut short holds the whole probe matrix; seed-major
+    order within each protocol means a partial run already holds every method at the first seeds, so paired
+    differences exist early.
 
     Raises:
         ValueError: On an empty matrix, duplicate method names, an unknown ``base`` or a fraction outside (0, 1].
@@ -74,12 +77,10 @@ def plan_cells(
     for fraction in [*label_fractions, *probe_fractions]:
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"label fractions must be in (0, 1] (1 % is 0.01), got {fraction}")
-    cells = []
-    for p in pretrain_seeds:
-        for m in methods:
-            cells += [Cell(m.name, f, s, p, "probe") for f in probe_fractions for s in seeds]
-            cells += [Cell(m.name, f, s, p, "finetune") for f in label_fractions for s in seeds]
-    return cells
+    cells = [Cell(m.name, f, s, p, "probe") for p in pretrain_seeds for m in methods
+             for f in probe_fractions for s in seeds]
+    return cells + [Cell(m.name, f, s, p, "finetune") for p in pretrain_seeds for m in methods if m.finetune
+                    for f in label_fractions for s in seeds]
 
 
 def save_cell_result(cell_dir: Path, cell: Cell, metrics: Mapping[str, Any], wall_s: float,

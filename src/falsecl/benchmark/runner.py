@@ -218,28 +218,37 @@ def run_benchmark(
         _finish(out, record, data, results, chosen, title, publish_dir, publish_name)
         return results
     _write_args(out, record)
-    for p in pre_seeds:
-        for method in chosen:
-            mine = [c for c in cells if c.method == method.name and c.pretrain_seed == p]
-            if not mine:
-                continue
-            backbone: str | None = None
-            pre_wall = None
-            if method.pretrain_config is not None:
+    backbones: dict[tuple[str, int], tuple[str | None, float | None]] = {}
+
+    def backbone_of(method: Method, p: int) -> tuple[str | None, float | None]:
+        """Pretrain (method, seed) unless done: the backbone file (None: random init) and its wall time."""
+        if (method.name, p) not in backbones:
+            if method.pretrain_config is None:
+                backbones[(method.name, p)] = (None, None)
+            else:
                 pre_dir = out / method.name / f"pretrain_seed{p}"
                 print(f"pretraining {method.name} seed {p}", flush=True)
-                pre_wall = _train_step("pretrain", method.pretrain_config, pre_dir,
-                                       [*(pretrain_args or []), *method.pretrain_args, "--seed_everything", str(p)],
-                                       _subprocess_runner)
-                backbone = str(pre_dir / "backbone.pt")
-            probe_cells = [c for c in mine if c.protocol == "probe"]
+                wall = _train_step("pretrain", method.pretrain_config, pre_dir,
+                                   [*(pretrain_args or []), *method.pretrain_args, "--seed_everything", str(p)],
+                                   _subprocess_runner)
+                backbones[(method.name, p)] = (str(pre_dir / "backbone.pt"), wall)
+        return backbones[(method.name, p)]
+
+    # Phase 1: every backbone and its probes; phase 2: the fine-tuning cells (see plan_cells for the order).
+    for p in pre_seeds:
+        for method in chosen:
+            probe_cells = [c for c in cells if c.method == method.name and c.pretrain_seed == p
+                           and c.protocol == "probe"]
             if probe_cells:
+                backbone, pre_wall = backbone_of(method, p)
                 _run_probe_cells(probe_cells, backbone, p, data, out, probe_window, probe_steps, pre_wall, state)
                 _report_now_and_then(state, out, title)
-            for cell in (c for c in mine if c.protocol == "finetune"):
-                _run_finetune_cell(cell, method, backbone, finetune_config, data, finetune_args, evaluate_args, out,
-                                   pre_wall, state)
-                _report_now_and_then(state, out, title)
+    for cell in (c for c in cells if c.protocol == "finetune"):
+        method = by_name[cell.method]
+        backbone, pre_wall = backbone_of(method, cell.pretrain_seed)
+        _run_finetune_cell(cell, method, backbone, finetune_config, data, finetune_args, evaluate_args, out,
+                           pre_wall, state)
+        _report_now_and_then(state, out, title)
     record["wall_time"] = f"{time.perf_counter() - state.start:.0f} s in this run"
     _finish(out, record, data, state.results, chosen, title, publish_dir, publish_name)
     return state.results
