@@ -167,3 +167,17 @@ def test_report_only_runs_nothing_and_publishes_the_finished_cells(tmp_path, mon
     assert "DeepLabv3+ fine-tuning: 1 of 2 cells (partial)" in md
     assert "<strong>What ran.</strong>" in (tmp_path / "docs" / "q.html").read_text()
     assert json.loads((tmp_path / "docs" / "q_results.json").read_text()) == partial
+
+
+def test_eta_from_measured_cell_times_per_protocol():
+    from falsecl.benchmark.cells import eta_seconds, progress_line
+
+    done = [{"method": "a", "protocol": "probe", "wall_s": 30.0, "pretrain_wall_s": 100.0, "pretrain_seed": 0},
+            {"method": "a", "protocol": "probe", "wall_s": 50.0, "pretrain_wall_s": 100.0, "pretrain_seed": 0},
+            {"method": "b", "protocol": "probe", "wall_s": 40.0, "pretrain_wall_s": 200.0, "pretrain_seed": 0}]
+    # 2 probes x 40 s + 2 pretrainings x 150 s (a's 100 s counted once); fine-tuning not timed yet: a lower bound.
+    assert eta_seconds(done, {"probe": 2, "finetune": 3}, 2) == (2 * 40 + 2 * 150, False)
+    assert eta_seconds(done, {"probe": 2, "finetune": 0}, 0) == (80.0, True)
+    assert eta_seconds([], {"probe": 1}, 1) is None
+    assert progress_line(3, 8, 75.0, (380.0, False)) == "[3/8 cells, 1m15s elapsed, ETA >6m20s]"
+    assert progress_line(3, 8, 3700.0, None) == "[3/8 cells, 1h01m elapsed, ETA n/a]"

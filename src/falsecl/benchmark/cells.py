@@ -124,14 +124,55 @@ def _duration(seconds: float) -> str:
     return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def progress_line(done: int, total: int, ran: int, elapsed: float) -> str:
-    """``[done/total cells, elapsed, ETA]``; the ETA extrapolates this process's measured rate (pretraining included).
+def eta_seconds(finished: Sequence[Mapping[str, Any]], remaining: Mapping[str, int],
+                pretrainings_left: int) -> tuple[float, bool] | None:
+    """Seconds left, from the measured cell times.
+
+    The remaining cells times their protocol's mean ``wall_s``, plus the pretrainings left times the mean
+    ``pretrain_wall_s``.
+
+    Args:
+        finished: Finished cell results (this run's and earlier runs' alike).
+        remaining: Cells left per protocol.
+        pretrainings_left: Pretraining runs not done yet.
+
+    Returns:
+        ``(seconds, complete)``; ``complete`` is False when a part had no measured time yet (the seconds are then a
+        lower bound); ``None`` before any cell is timed.
+    """
+    walls: dict[str, list[float]] = {}
+    pre: dict[tuple[str, Any], float] = {}
+    for r in finished:
+        if isinstance(r.get("wall_s"), int | float):
+            walls.setdefault(str(r.get("protocol", "finetune")), []).append(float(r["wall_s"]))
+        if isinstance(r.get("pretrain_wall_s"), int | float):
+            pre[(str(r["method"]), r.get("pretrain_seed", 0))] = float(r["pretrain_wall_s"])
+    if not walls:
+        return None
+    seconds, complete = 0.0, True
+    for protocol, n in remaining.items():
+        if n <= 0:
+            continue
+        if protocol in walls:
+            seconds += n * sum(walls[protocol]) / len(walls[protocol])
+        else:
+            complete = False
+    if pretrainings_left > 0:
+        if pre:
+            seconds += pretrainings_left * sum(pre.values()) / len(pre)
+        else:
+            complete = False
+    return seconds, complete
+
+
+def progress_line(done: int, total: int, elapsed: float, eta: tuple[float, bool] | None) -> str:
+    """``[done/total cells, elapsed, ETA]`` (``ETA >x`` when :func:`eta_seconds` could only give a lower bound).
 
     Args:
         done: Cells finished (including those found finished on disk).
         total: Cells planned.
-        ran: Cells this process ran itself (their time, pretraining included, is ``elapsed``).
         elapsed: Seconds since the runner started.
+        eta: :func:`eta_seconds`'s estimate.
     """
-    eta = "ETA n/a" if ran < 1 else f"ETA {_duration((total - done) * elapsed / ran)}"
-    return f"[{done}/{total} cells, {_duration(elapsed)} elapsed, {eta}]"
+    text = "ETA n/a" if eta is None else f"ETA {'' if eta[1] else '>'}{_duration(eta[0])}"
+    return f"[{done}/{total} cells, {_duration(elapsed)} elapsed, {text}]"

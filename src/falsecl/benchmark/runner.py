@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from falsecl.benchmark.cells import Cell, Method, load_cell_result, plan_cells, progress_line, save_cell_result
+from falsecl.benchmark.cells import (
+    Cell,
+    Method,
+    eta_seconds,
+    load_cell_result,
+    plan_cells,
+    progress_line,
+    save_cell_result,
+)
 from falsecl.benchmark.report import write_report
 
 Runner = Callable[[list[str]], int]
@@ -113,11 +121,11 @@ def _narrow(values: list[Any], keep: Sequence[Any] | None, what: str) -> list[An
 
 @dataclass
 class _State:
-    """What the loop accumulates: results, the cells this process ran, the cell count."""
+    """What the loop accumulates: results, the planned cells and pretraining folders (for the ETA)."""
 
-    total: int
+    cells: list[Cell]
+    pretrain_dirs: list[Path]
     results: list[dict[str, Any]] = field(default_factory=list)
-    ran: int = 0
     reported: float = 0.0
     start: float = field(default_factory=time.perf_counter)
 
@@ -200,7 +208,8 @@ def run_benchmark(
         return []
     out.mkdir(parents=True, exist_ok=True)
     data = _finetune_data(finetune_config)
-    state = _State(total=len(cells))
+    state = _State(cells, [out / m.name / f"pretrain_seed{p}" for m in chosen if m.pretrain_config is not None
+                           for p in sorted({c.pretrain_seed for c in cells if c.method == m.name})])
     record = {
         "arguments": {"methods": [vars(m) for m in methods], "finetune_config": finetune_config,
                       "finetune_data": data, "label_fractions": ft_fr, "probe_fractions": pr_fr,
@@ -288,11 +297,15 @@ def _write_args(out: Path, record: dict[str, Any]) -> None:
     tmp.replace(out / "benchmark_args.json")
 
 
-def _record(state: _State, out: Path, result: dict[str, Any], measured: float | None) -> None:
+def _record(state: _State, out: Path, result: dict[str, Any]) -> None:
     state.results.append(result)
-    if measured is not None:
-        state.ran += 1
-    print(progress_line(len(state.results), state.total, state.ran, time.perf_counter() - state.start) + " "
+    remaining: dict[str, int] = {}
+    for c in state.cells:
+        remaining[c.protocol] = remaining.get(c.protocol, 0) + 1
+    for r in state.results:
+        remaining[str(r["protocol"])] -= 1
+    eta = eta_seconds(state.results, remaining, sum(not (d / "DONE").is_file() for d in state.pretrain_dirs))
+    print(progress_line(len(state.results), len(state.cells), time.perf_counter() - state.start, eta) + " "
           + f"{result['method']} {result['protocol']} {100 * result['label_fraction']:g} % "
           f"pre{result['pretrain_seed']} ft{result['finetune_seed']}: mIoU {result['mIoU']}", flush=True)
     tmp = out / "results.json.tmp"
@@ -338,7 +351,7 @@ def _run_probe_cells(cells: list[Cell], backbone: str | None, pretrain_seed: int
     for c in cells:
         result = load_cell_result(out / c.slug)
         if result is not None:
-            _record(state, out, result, result["wall_s"] if c in todo else None)
+            _record(state, out, result)
 
 
 def _run_finetune_cell(cell: Cell, method: Method, backbone: str | None, config: str, data: dict[str, Any],
@@ -347,7 +360,6 @@ def _run_finetune_cell(cell: Cell, method: Method, backbone: str | None, config:
     """Fine-tune and evaluate one cell unless it is done."""
     cell_dir = out / cell.slug
     result = load_cell_result(cell_dir)
-    measured = None
     if result is None:
         start = time.perf_counter()
         extra = [*(finetune_args or []), *method.finetune_args]
@@ -365,9 +377,8 @@ def _run_finetune_cell(cell: Cell, method: Method, backbone: str | None, config:
                                        str(cell_dir / "eval"), *data_args, *(evaluate_args or [])])
             if code != 0 or not metrics_path.is_file():
                 raise RuntimeError(f"'falsecl evaluate' failed (exit code {code}) for {cell_dir}")
-        measured = time.perf_counter() - start
-        save_cell_result(cell_dir, cell, json.loads(metrics_path.read_text()), wall_s=measured,
+        save_cell_result(cell_dir, cell, json.loads(metrics_path.read_text()), wall_s=time.perf_counter() - start,
                          pretrain_wall_s=pre_wall, extra={"backbone": backbone or "random init"})
         result = load_cell_result(cell_dir)
     if result is not None:
-        _record(state, out, result, measured)
+        _record(state, out, result)
