@@ -228,6 +228,17 @@ class PretrainTask(LightningModule):
             self.log("train/lr", lr, on_step=True, on_epoch=False, batch_size=batch_size)
         return loss
 
+    def log_measured_now(self, metrics: dict[str, float]) -> None:
+        """Write values measured at this step only (e.g. every k-th step) straight to the loggers.
+
+        ``self.log(..., on_step=True)`` of a value logged on some steps only repeats its last value at the later
+        steps of the epoch, as if it had been measured there.
+        """
+        if self._trainer is None:
+            return
+        for logger in self.trainer.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
+
     def _check_finite(self, loss: Tensor) -> None:
         bad = not bool(torch.isfinite(loss.detach()).item())
         if self._trainer is not None:

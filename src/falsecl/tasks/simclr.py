@@ -167,5 +167,5 @@ class SimCLR(PretrainTask):
             diag = false_negative_diagnostics(
                 z0.detach(), z1.detach(), majority, self.temperature, self.threshold, self.top_k, seed=step
             )
-            stats.update({f"diag_{k}": torch.tensor(v) for k, v in diag.items()})
+            self.log_measured_now({f"train/diag_{k}": v for k, v in diag.items()})
         return loss, stats
