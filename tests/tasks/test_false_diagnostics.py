@@ -46,17 +46,21 @@ class Data(LightningDataModule):
         return DataLoader(self.dataset, batch_size=4, drop_last=True)
 
 
-def _logged_keys(tmp_path, with_majority, **kw):
+def _logged_rows(tmp_path, with_majority, max_steps=2, **kw):
     model = SimCLR(arch="resnet18", in_channels=3, hidden_dim=16, output_dim=8, threshold=-1.0, **kw)
     trainer = Trainer(
-        accelerator="cpu", devices=1, max_steps=2, logger=CSVLogger(tmp_path, name="csv"), log_every_n_steps=1,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        accelerator="cpu", devices=1, max_steps=max_steps, logger=CSVLogger(tmp_path, name="csv"),
+        log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(model, datamodule=Data(with_majority))
     (metrics,) = tmp_path.glob("csv/*/metrics.csv")
     with metrics.open() as f:
-        rows = list(csv.DictReader(f))
-    return {k for row in rows for k, v in row.items() if v not in ("", None)}
+        return list(csv.DictReader(f))
+
+
+def _logged_keys(tmp_path, with_majority, **kw):
+    return {k for row in _logged_rows(tmp_path, with_majority, **kw) for k, v in row.items() if v not in ("", None)}
 
 
 def test_training_logs_diagnostics_with_majority(tmp_path):
@@ -78,15 +82,7 @@ def test_diagnostics_every_zero_turns_them_off(tmp_path):
 def test_diagnostics_appear_only_at_the_steps_that_computed_them(tmp_path):
     # Lightning repeats a conditionally logged on_step value at later steps; a diagnostic measured at step 0 must
     # not reappear at steps 1-3 as if measured there.
-    model = SimCLR(arch="resnet18", in_channels=3, hidden_dim=16, output_dim=8, threshold=-1.0, diagnostics_every=3)
-    trainer = Trainer(
-        accelerator="cpu", devices=1, max_steps=5, logger=CSVLogger(tmp_path, name="csv"), log_every_n_steps=1,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-    )
-    trainer.fit(model, datamodule=Data(True))
-    (metrics,) = tmp_path.glob("csv/*/metrics.csv")
-    with metrics.open() as f:
-        rows = list(csv.DictReader(f))
+    rows = _logged_rows(tmp_path, True, max_steps=5, diagnostics_every=3)
     steps = sorted({int(r["step"]) for r in rows if r.get("train/diag_chance_precision")})
     assert steps == [0, 3]
     assert {int(r["step"]) for r in rows if r.get("train/loss_step")} == {0, 1, 2, 3, 4}
