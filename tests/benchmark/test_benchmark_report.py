@@ -47,11 +47,11 @@ def test_diagnostics_table_averages_the_second_half_then_the_seeds():
 
     # Seed 0: steps 0..30, second half (step >= 15) = steps 20, 30 -> mean 0.8; seed 1 -> 0.9; NaN cells skipped.
     runs = [{"train/diag_per_anchor_precision": [(0, 0.1), (10, 0.1), (20, 0.7), (30, 0.9)],
-             "train/false/fire_rate": [(0, 1.0)]},
+             "train/diag_official_rows": [(0, 0.5), (20, 0.004), (30, 0.002)], "train/false/fire_rate": [(0, 1.0)]},
             {"train/diag_per_anchor_precision": [(0, 0.2), (20, 0.9), (30, float("nan"))]}]
     header, body = diagnostics_table({"false": runs, "random_init": []})
-    assert header[:4] == ["method", "seeds", "per_anchor rows", "per_anchor precision"]
-    assert body == [["false", "2", "n/a", "0.85 ± 0.07", *["n/a"] * 7]]
+    assert header[:5] == ["method", "seeds", "per_anchor rows", "per_anchor precision", "official rows"]
+    assert body == [["false", "2", "n/a", "0.85 ± 0.07", "0.3 %", *["n/a"] * 6]]
     assert diagnostics_table({"ntxent": [{"train/loss": [(0, 1.0)]}]}) is None
 
 

@@ -230,7 +230,8 @@ DIAG_TEXT = (
     "majority class. `mutual`: per_anchor pairs accepted from both ends. References on the same batch: a random "
     "negative (chance), the most similar negative (hardest), and the most similar negative on the rows whose "
     "positive passes the gate (per_anchor's like-for-like reference). Each run's mean over the second half of "
-    "its logged steps, then mean ± std over pretraining seeds. Only the SimCLR-family methods log them.")
+    "its logged steps, then mean ± std over pretraining seeds. `official` changes about one row per batch, so "
+    "its precision rests on a handful of pairs per run. Only the SimCLR-family methods log them.")
 
 
 DIAG_COLUMNS = (("per_anchor_rows", "per_anchor rows"), ("per_anchor_precision", "per_anchor precision"),
@@ -271,7 +272,10 @@ def diagnostics_table(logs: dict[str, list[dict[str, list[tuple[int, float]]]]],
         row = [method, str(max(len(v) for v in per_key.values()))]
         for key, _ in DIAG_COLUMNS:
             mean, std, _n = mean_std(per_key.get(key, []))
-            row.append("n/a" if mean is None else f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}"))
+            # Shares of rows in %, one decimal: official acts on well under 1 % of them.
+            scale, unit, digits = (100.0, " %", 1) if key.endswith("_rows") else (1.0, "", 2)
+            row.append("n/a" if mean is None else f"{scale * mean:.{digits}f}"
+                       + ("" if std is None else f" ± {scale * std:.{digits}f}") + unit)
         body.append(row)
     if not body:
         return None
