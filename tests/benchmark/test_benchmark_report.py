@@ -43,7 +43,7 @@ def test_html_renders_strong_and_code_spans_and_escapes_the_rest():
 
 
 def test_diagnostics_table_averages_the_second_half_then_the_seeds():
-    from falsecl.benchmark.report import diagnostics_table
+    from falsecl.benchmark.diagnostics import diagnostics_table
 
     # Seed 0: steps 0..30, second half (step >= 15) = steps 20, 30 -> mean 0.8; seed 1 -> 0.9; NaN cells skipped.
     runs = [{"train/diag_per_anchor_precision": [(0, 0.1), (10, 0.1), (20, 0.7), (30, 0.9)],
@@ -93,3 +93,20 @@ def test_publish_renames_figures_and_rewrites_the_links(tmp_path):
     assert "](dubai_cpu_miou.png)" in md and "](miou.png)" not in md
     assert "src='dubai_cpu_miou.png'" in (tmp_path / "docs" / "dubai_cpu.html").read_text()
     assert not list((tmp_path / "docs").glob("*.tmp"))
+
+
+def test_diagnostics_findings_follow_the_paired_interval_over_seeds():
+    from falsecl.benchmark.diagnostics import diagnostics_findings
+
+    def run(pa, hg):
+        return {"train/diag_per_anchor_precision": [(0, 0.0), (10, pa)],
+                "train/diag_hardest_gated_precision": [(0, 1.0), (10, hg)]}
+
+    # Differences +0.10, +0.11, +0.12: the interval lies above 0.
+    better = diagnostics_findings({"a": [run(0.9, 0.8), run(0.91, 0.8), run(0.92, 0.8)]})
+    assert "per_anchor precision 0.91 against 0.80" in better and "difference +0.110" in better
+    assert better.endswith("per_anchor is more precise than the hardest negative.")
+    same = diagnostics_findings({"b": [run(0.8, 0.79), run(0.78, 0.8), run(0.8, 0.8)]})
+    assert "no significant difference: per_anchor is no more precise" in same
+    assert "no interval yet" in diagnostics_findings({"c": [run(0.8, 0.7)]})
+    assert diagnostics_findings({"d": [{"train/false/fire_rate": [(0, 0.5)]}]}) == ""

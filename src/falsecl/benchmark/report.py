@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from falsecl.benchmark.diagnostics import DIAG_TEXT, diagnostics_findings, diagnostics_table
 from falsecl.benchmark.figures import plot_miou, plot_pretrain_curves, read_pretrain_logs
 from falsecl.benchmark.stats import comparisons, mean_std, paired_table, verdict
 
@@ -223,65 +224,6 @@ def findings(diffs: Sequence[Row], protocol: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-DIAG_TEXT = (
-    "Logged every 10 pretraining steps on the training batch itself, without gradient; the patches' majority "
-    "classes are read for these numbers only and never reach a loss. Rows: share of the batch's rows whose loss "
-    "the selection changes. Precision: share of accepted (anchor, candidate) pairs whose patches have the same "
-    "majority class. `mutual`: per_anchor pairs accepted from both ends. References on the same batch: a random "
-    "negative (chance), the most similar negative (hardest), and the most similar negative on the rows whose "
-    "positive passes the gate (per_anchor's like-for-like reference). Each run's mean over the second half of "
-    "its logged steps, then mean ± std over pretraining seeds. `official` changes about one row per batch, so "
-    "its precision rests on a handful of pairs per run. Only the SimCLR-family methods log them.")
-
-
-DIAG_COLUMNS = (("per_anchor_rows", "per_anchor rows"), ("per_anchor_precision", "per_anchor precision"),
-                ("official_rows", "official rows"), ("official_precision", "official precision"),
-                ("mutual_rows", "mutual rows"), ("mutual_precision", "mutual precision"),
-                ("chance_precision", "chance"), ("hardest_precision", "hardest negative"),
-                ("hardest_gated_precision", "hardest, gated rows"))
-
-
-def _diag_key(column: str) -> str | None:
-    for marker in ("diag_", "diag/"):
-        if marker in column:
-            return column.split(marker, 1)[1].removesuffix("_step").removesuffix("_epoch")
-    return None
-
-
-def diagnostics_table(logs: dict[str, list[dict[str, list[tuple[int, float]]]]],
-                      ) -> tuple[list[str], list[list[str]]] | None:
-    """Mean ± std over seeds of each run's mean over the second half of its logged diagnostic steps.
-
-    The first half is left out: a barely trained network passes almost every positive through the gate.
-    ``None`` when no diagnostics were logged.
-    """
-    body = []
-    for method, runs in logs.items():
-        per_key: dict[str, list[float]] = {}
-        for run in runs:
-            for column, series in run.items():
-                key = _diag_key(column)
-                if key is None or not series:
-                    continue
-                last = max(step for step, _ in series)
-                vals = [v for step, v in series if step >= last / 2 and math.isfinite(v)]
-                if vals:
-                    per_key.setdefault(key, []).append(sum(vals) / len(vals))
-        if not per_key:
-            continue
-        row = [method, str(max(len(v) for v in per_key.values()))]
-        for key, _ in DIAG_COLUMNS:
-            mean, std, _n = mean_std(per_key.get(key, []))
-            # Shares of rows in %, one decimal: official acts on well under 1 % of them.
-            scale, unit, digits = (100.0, " %", 1) if key.endswith("_rows") else (1.0, "", 2)
-            row.append("n/a" if mean is None else f"{scale * mean:.{digits}f}"
-                       + ("" if std is None else f" ± {scale * std:.{digits}f}") + unit)
-        body.append(row)
-    if not body:
-        return None
-    return ["method", "seeds", *(name for _, name in DIAG_COLUMNS)], body
-
-
 def _versions() -> str:
     import importlib.metadata as md
 
@@ -342,7 +284,7 @@ def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "fals
                      "exclude 0 by chance alone if no method differed.", diff_table(diffs)))
     sections.append(("Per-seed values", "", seed_table(rows)))
     if diag is not None:
-        sections.append(("FALSE's false-negative diagnostics", DIAG_TEXT, diag))
+        sections.append(("FALSE's false-negative diagnostics", DIAG_TEXT + "\n\n" + diagnostics_findings(logs), diag))
     diag_text = ("FALSE fire rate" + (" and false-negative diagnostics" if diag else "")
                  + " logged during pretraining (one line per pretraining seed)."
                  + ("" if diag else " False-negative diagnostics were not logged by these pretraining runs."))
