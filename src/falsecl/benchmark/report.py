@@ -286,7 +286,9 @@ def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "fals
     if diag is not None:
         sections.append(("FALSE's false-negative diagnostics", DIAG_TEXT + "\n\n" + diagnostics_findings(logs), diag))
     diag_text = ("FALSE fire rate" + (" and false-negative diagnostics" if diag else "")
-                 + " logged during pretraining (one line per pretraining seed)."
+                 + " logged during pretraining (one line per pretraining seed). A method without FALSE may log a "
+                 "fire rate too (MoCo's InfoNCE is FALSE with alpha 0): it counts the candidates the gate would "
+                 "accept, which change nothing."
                  + ("" if diag else " False-negative diagnostics were not logged by these pretraining runs."))
     if curves:
         sections.append(("FALSE during pretraining", diag_text, "pretrain_curves.png"))
