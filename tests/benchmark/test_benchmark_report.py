@@ -55,6 +55,19 @@ def test_diagnostics_table_averages_the_second_half_then_the_seeds():
     assert diagnostics_table({"ntxent": [{"train/loss": [(0, 1.0)]}]}) is None
 
 
+def test_pair_summary_groups_fractions_by_verdict():
+    from falsecl.benchmark.report import pair_summary
+
+    def d(f, lo, hi, n=3):
+        return {"method": "a", "reference": "b", "label_fraction": f, "ci_low": lo, "ci_high": hi, "n": n}
+
+    assert pair_summary([d(0.01, 0.1, 0.3), d(0.05, -0.1, 0.2), d(1.0, -0.3, -0.1, 2)]) == [
+        "- **a vs b**: higher at 1 % labels; lower at 100 % labels; no significant difference at 5 % labels "
+        "(n = 2-3 seeds)."]
+    assert pair_summary([d(0.1, -0.1, 0.1)]) == ["- **a vs b**: no significant difference at any label fraction "
+                                                 "(n = 3 seeds)."]
+
+
 def test_findings_status_and_wall_time_follow_the_cells():
     from falsecl.benchmark.report import compute_summary, findings, status_line
     from falsecl.benchmark.stats import comparisons, paired_table
@@ -65,7 +78,8 @@ def test_findings_status_and_wall_time_follow_the_cells():
     diffs = paired_table(cells, comparisons([{"name": "random", "pretrained": False},
                                              {"name": "ssl", "pretrained": True}]))
     text = findings(diffs, "probe")
-    assert "2 of 2 95 % intervals lie above 0, 0 below 0, and 0 include 0" in text
+    assert "2 of 2 intervals lie above 0, 0 below 0, and 0 include 0" in text
+    assert "- **ssl vs random**: higher at 1, 5 % labels (n = 3 seeds)." in text
     assert "- 1 % labels, ssl vs random: ssl is higher (+5.00 points" in text
     assert findings(diffs, "finetune") == ""
     assert status_line(cells, {"probe": 12, "finetune": 6}) == (

@@ -210,16 +210,40 @@ def compute_summary(results: Sequence[Row]) -> str:
     return f"Wall time, summed over the finished cells: {', '.join(parts)}; {total / 3600:.1f} h in all."
 
 
+def _fractions(ds: Sequence[Row]) -> str:
+    return ", ".join(f"{100 * d['label_fraction']:g}" for d in sorted(ds, key=lambda d: d["label_fraction"])) + " %"
+
+
+def pair_summary(diffs: Sequence[Row]) -> list[str]:
+    """One line per (method, reference): at which label fractions its interval lies above 0, below 0, or spans it."""
+    lines = []
+    for a, b in dict.fromkeys((d["method"], d["reference"]) for d in diffs):
+        mine = [d for d in diffs if (d["method"], d["reference"]) == (a, b)]
+        up = [d for d in mine if d["ci_low"] > 0]
+        down = [d for d in mine if d["ci_high"] < 0]
+        flat = [d for d in mine if d["ci_low"] <= 0 <= d["ci_high"]]
+        n = sorted({d["n"] for d in mine})
+        parts = ([f"higher at {_fractions(up)} labels"] if up else []) + (
+            [f"lower at {_fractions(down)} labels"] if down else [])
+        if flat:
+            parts.append("no significant difference " + ("at any label fraction" if not parts else
+                                                           f"at {_fractions(flat)} labels"))
+        lines.append(f"- **{a} vs {b}**: " + "; ".join(parts) + f" (n = {'-'.join(map(str, n))} seeds).")
+    return lines
+
+
 def findings(diffs: Sequence[Row], protocol: str) -> str:
-    """Bullet lines: every paired difference of ``protocol`` in words, led by how many intervals exclude 0."""
+    """The paired differences of ``protocol`` in words: counts, one line per pair, then every interval."""
     mine = [d for d in diffs if d["protocol"] == protocol and d["ci_low"] is not None]
     if not mine:
         return ""
     above = sum(d["ci_low"] > 0 for d in mine)
     below = sum(d["ci_high"] < 0 for d in mine)
-    lines = [f"Paired differences, {PROTOCOL_NAMES.get(protocol, protocol)}: {above} of {len(mine)} 95 % intervals "
-             f"lie above 0, {below} below 0, and {len(mine) - above - below} include 0 (no significant "
-             f"difference); about {0.05 * len(mine):.1f} would exclude 0 by chance alone if no method differed.", ""]
+    lines = [f"**Paired differences, {PROTOCOL_NAMES.get(protocol, protocol)}** (95 % intervals of the mean "
+             f"difference in test mIoU over matching seeds): {above} of {len(mine)} intervals lie above 0, {below} "
+             f"below 0, and {len(mine) - above - below} include 0 (no significant difference); about "
+             f"{0.05 * len(mine):.1f} would exclude 0 by chance alone if no method differed.", "",
+             *pair_summary(mine), "", "Every interval:", ""]
     lines += [f"- {100 * d['label_fraction']:g} % labels, " + verdict(d, d["method"], d["reference"]) for d in mine]
     return "\n".join(lines) + "\n"
 
