@@ -123,3 +123,14 @@ def test_diagnostics_findings_follow_the_paired_interval_over_seeds():
     assert "no significant difference: per_anchor is no more precise" in same
     assert "no interval yet" in diagnostics_findings({"c": [run(0.8, 0.7)]})
     assert diagnostics_findings({"d": [{"train/false/fire_rate": [(0, 0.5)]}]}) == ""
+
+
+def test_summary_speaks_of_the_headline_protocol_first_then_the_others(tmp_path):
+    import json
+
+    finetune = [{**c, "protocol": "finetune", "mIoU": c["mIoU"] + (0.05 if c["method"] == "false" else 0.0)}
+                for c in CELLS]
+    (tmp_path / "benchmark_args.json").write_text(json.dumps({"headline_protocol": "probe"}))
+    text = write_report(finetune + CELLS, tmp_path)["markdown"].read_text()
+    probe_at = text.index("**Paired differences, linear probe (frozen encoder)**")
+    assert probe_at < text.index("**Paired differences, DeepLabv3+ fine-tuning**") < text.index("## Test mIoU")

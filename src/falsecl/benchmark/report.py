@@ -323,7 +323,9 @@ def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "fals
     config = args.get("arguments")
     headline = str(args.get("headline_protocol") or (rows[0]["protocol"] if rows else ""))
     summary = "\n\n".join(t for t in (
-        status_line(results, args.get("planned_cells")), findings(diffs, headline),
+        status_line(results, args.get("planned_cells")),
+        # The headline protocol first, then the others.
+        *(findings(diffs, p) for p in dict.fromkeys([headline, *(r["protocol"] for r in rows)])),
         compute_summary(results) + f" Machine: {machine()}. Versions: {_versions()}.") if t)
     md_parts = [f"# {title}\n\n", intro.strip() + "\n\n" if intro else "", summary + "\n"]
     html_parts = [f"<h1>{html.escape(title)}</h1>", html_text(intro), html_text(summary)]
