@@ -134,3 +134,14 @@ def test_summary_speaks_of_the_headline_protocol_first_then_the_others(tmp_path)
     text = write_report(finetune + CELLS, tmp_path)["markdown"].read_text()
     probe_at = text.index("**Paired differences, linear probe (frozen encoder)**")
     assert probe_at < text.index("**Paired differences, DeepLabv3+ fine-tuning**") < text.index("## Test mIoU")
+
+
+def test_fire_rate_lines_say_how_much_false_acted_in_the_second_half():
+    from falsecl.benchmark.diagnostics import fire_rate_lines
+
+    runs = [{"train/false/fire_rate": [(0, 1.0), (10, 0.5), (20, 0.3)]},   # second half: 0.5, 0.3 -> 0.4
+            {"train/false/fire_rate": [(0, 1.0), (20, 0.2)]}]               # second half: 0.2
+    text = fire_rate_lines({"moco_false": runs, "byol": [{"train/diag_chance_precision": [(0, 0.4)]}]})
+    assert text.endswith("- moco_false: 30.0 ± 14.1 % of rows per step (n = 2 seeds)")
+    assert "byol" not in text
+    assert fire_rate_lines({"byol": []}) == ""

@@ -46,12 +46,9 @@ def run_means(run: dict[str, list[tuple[int, float]]]) -> dict[str, float]:
     means = {}
     for column, series in run.items():
         key = _diag_key(column)
-        if key is None or not series:
-            continue
-        last = max(step for step, _ in series)
-        vals = [v for step, v in series if step >= last / 2 and math.isfinite(v)]
-        if vals:
-            means[key] = sum(vals) / len(vals)
+        mean = _second_half_mean(series) if key is not None else None
+        if key is not None and mean is not None:
+            means[key] = mean
     return means
 
 
@@ -108,3 +105,31 @@ def diagnostics_findings(logs: Logs) -> str:
             said = "no significant difference: per_anchor is no more precise than the hardest negative"
         lines.append(f"{head} ({interval}): {said}.")
     return "\n".join(lines)
+
+
+def _second_half_mean(series: list[tuple[int, float]]) -> float | None:
+    if not series:
+        return None
+    last = max(step for step, _ in series)
+    vals = [v for step, v in series if step >= last / 2 and math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
+def fire_rate_lines(logs: Logs) -> str:
+    """Per method, the share of rows FALSE changed per step over the second half of pretraining, over seeds.
+
+    A rate near 0 means FALSE hardly acted: the method then trained almost exactly as its base, whatever the
+    report's differences say.
+    """
+    lines = []
+    for method, runs in logs.items():
+        rates = [r for r in (_second_half_mean(next((s for c, s in run.items() if c.endswith("fire_rate")), []))
+                             for run in runs) if r is not None]
+        if rates:
+            mean, std, n = mean_std(rates)
+            spread = "" if std is None else f" ± {100 * std:.1f}"
+            lines.append(f"- {method}: {100 * (mean or 0.0):.1f}{spread} % of rows per step (n = {n} seeds)")
+    if not lines:
+        return ""
+    return ("Share of rows whose loss FALSE changed (its fire rate), mean over the second half of pretraining; a "
+            "method whose loss has alpha 0 counts the candidates the gate would accept:\n\n" + "\n".join(lines))

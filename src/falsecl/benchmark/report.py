@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from falsecl.benchmark.diagnostics import DIAG_TEXT, diagnostics_findings, diagnostics_table
+from falsecl.benchmark.diagnostics import DIAG_TEXT, diagnostics_findings, diagnostics_table, fire_rate_lines
 from falsecl.benchmark.figures import plot_miou, plot_pretrain_curves, read_pretrain_logs
 from falsecl.benchmark.stats import comparisons, mean_std, paired_table, verdict
 
@@ -314,7 +314,9 @@ def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "fals
                  "accept, which change nothing."
                  + ("" if diag else " False-negative diagnostics were not logged by these pretraining runs."))
     if curves:
-        sections.append(("FALSE during pretraining", diag_text, "pretrain_curves.png"))
+        rates = fire_rate_lines(logs)
+        sections.append(("FALSE during pretraining", diag_text + ("\n\n" + rates if rates else ""),
+                         "pretrain_curves.png"))
     else:
         sections.append(("FALSE during pretraining", "No fire rate or diagnostics were logged.", None))
     if (out / "panel.png").is_file():
