@@ -38,6 +38,14 @@ def _diag_key(column: str) -> str | None:
     return None
 
 
+def _second_half_mean(series: list[tuple[int, float]]) -> float | None:
+    if not series:
+        return None
+    last = max(step for step, _ in series)
+    vals = [v for step, v in series if step >= last / 2 and math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
 def run_means(run: dict[str, list[tuple[int, float]]]) -> dict[str, float]:
     """A run's diagnostics, each the mean of its defined values over the second half of its logged steps.
 
@@ -46,7 +54,7 @@ def run_means(run: dict[str, list[tuple[int, float]]]) -> dict[str, float]:
     means = {}
     for column, series in run.items():
         key = _diag_key(column)
-        mean = _second_half_mean(series) if key is not None else None
+        mean = None if key is None else _second_half_mean(series)
         if key is not None and mean is not None:
             means[key] = mean
     return means
@@ -73,8 +81,6 @@ def diagnostics_table(logs: Logs) -> tuple[list[str], list[list[str]]] | None:
     if not body:
         return None
     return ["method", "seeds", *(name for _, name in DIAG_COLUMNS)], body
-
-
 
 
 def diagnostics_findings(logs: Logs) -> str:
@@ -105,14 +111,6 @@ def diagnostics_findings(logs: Logs) -> str:
             said = "no significant difference: per_anchor is no more precise than the hardest negative"
         lines.append(f"{head} ({interval}): {said}.")
     return "\n".join(lines)
-
-
-def _second_half_mean(series: list[tuple[int, float]]) -> float | None:
-    if not series:
-        return None
-    last = max(step for step, _ in series)
-    vals = [v for step, v in series if step >= last / 2 and math.isfinite(v)]
-    return sum(vals) / len(vals) if vals else None
 
 
 def fire_rate_lines(logs: Logs) -> str:

@@ -320,15 +320,12 @@ def _run_probe_cells(cells: list[Cell], backbone: str | None, pretrain_seed: int
     if todo:
         import torch
 
+        from falsecl.benchmark.panel import probe_data_module
         from falsecl.benchmark.probe import ProbeSchedule, probe_backbone
-        from falsecl.datamodules import SegmentationDataModule
         from falsecl.datasets.subsets import label_fraction_subset, save_ids
 
         start = time.perf_counter()
-        keys = ("dataset", "root", "palette", "bands", "patch_size", "stride", "stats_patches")
-        dm = SegmentationDataModule(**{k: data[k] for k in keys if k in data},
-                                    stats_path=str(out / "probe_cache" / "band_stats.json"))
-        dm.setup()
+        dm = probe_data_module(data, out)
         if dm.train_full is None:
             raise RuntimeError("the probe's training patches could not be indexed")
         patches, ids = dm.train_full.patches, dm.train_full.patch_ids
