@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from falsecl.datasets import SEGMENTATION_DATASETS, DubaiAerial, SegmentationDataset, UnlabeledImagery
+from falsecl.datasets.dubai import BUNDLED_ROOT, resolve_bundled
 from falsecl.datasets.errors import DatasetError
 from falsecl.datasets.io import IGNORE_INDEX
 from falsecl.datasets.pretrain import PretrainImagery, PretrainSource, without_held_out
@@ -35,7 +36,7 @@ from falsecl.transforms import SegmentationAugmentation, SSLAugmentation, normal
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SSL_ROOTS = ("data/dubai_aerial",)
+DEFAULT_SSL_ROOTS = (BUNDLED_ROOT,)
 #: Extra unlabeled pools used when they exist. Empty: a default must not depend on the working directory.
 DEFAULT_EXTRA_ROOTS: tuple[str, ...] = ()
 
@@ -143,10 +144,17 @@ class SSLDataModule(LightningDataModule):
             raise ValueError(f"unknown dataset {dataset!r}; use one of {', '.join(SEGMENTATION_DATASETS)}")
         if dataset is not None and root is None:
             raise ValueError(f"dataset {dataset!r} needs its root folder: pass --data.root")
+        if dataset is None and root is not None:
+            # --data.root alone used to be ignored in favour of the bundled data: say which option was meant.
+            raise ValueError(
+                f"--data.root {root} is the folder of a labelled dataset named by --data.dataset, which is not "
+                f"set. Did you mean --data.roots? To pretrain on folders of images: --data.roots '[{root}]'; on a "
+                f"labelled dataset's training split: --data.dataset <name> --data.root {root}"
+            )
         self.save_hyperparameters()
         self.dataset_name, self.root, self.split, self.palette = dataset, root, split, palette
         default_roots = list(DEFAULT_SSL_ROOTS) if dataset is None else []
-        self.roots = list(roots) if roots is not None else default_roots
+        self.roots = [resolve_bundled(r) for r in (roots if roots is not None else default_roots)]
         self.extra_roots = list(extra_roots) if extra_roots is not None else list(DEFAULT_EXTRA_ROOTS)
         self.patch_size, self.stride, self.crop_size = patch_size, stride, crop_size
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -335,7 +343,7 @@ class SegmentationDataModule(LightningDataModule):
         if not 0.0 < label_fraction <= 1.0:
             raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction} (1 % is 0.01)")
         self.save_hyperparameters()
-        self.dataset_name, self.root, self.palette, self.bands = dataset, root, palette, bands
+        self.dataset_name, self.root, self.palette, self.bands = dataset, resolve_bundled(root), palette, bands
         self.label_fraction, self.seed, self.subset_path = label_fraction, seed, subset_path
         self.patch_size, self.stride = patch_size, stride
         self.crop_size = crop_size

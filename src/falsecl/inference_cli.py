@@ -418,8 +418,13 @@ def predict(
 def _run(func: Any, argv: Sequence[str] | None, prog: str) -> int:
     from jsonargparse import auto_cli
 
+    from falsecl.usage import HintingParser
+
     try:
-        auto_cli(func, args=list(argv) if argv is not None else None, as_positional=False, prog=prog)
+        auto_cli(func, args=list(argv) if argv is not None else None, as_positional=False, prog=prog,
+                 parser_class=HintingParser)
+    except SystemExit as exit_:  # --help, parse errors
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     except InputsFailed as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 1

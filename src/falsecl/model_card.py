@@ -10,6 +10,7 @@ their part.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+
+log = logging.getLogger(__name__)
 
 #: File name of the card inside a run folder.
 MODEL_CARD = "model.json"
@@ -253,3 +256,12 @@ class ModelCardCallback(Callback):
             },
         }
         update_model_card(trainer.default_root_dir, fields)
+        if getattr(ckpt, "monitor", None) and not getattr(ckpt, "best_model_path", None):
+            # Said loudly: evaluate and predict will fall back to last.ckpt, chosen on nothing.
+            log.warning(
+                "no checkpoint was selected: the run never validated (val_check_interval %s, max_steps %s). "
+                "evaluate and predict will use last.ckpt; to select one, validate within the run "
+                "(--trainer.val_check_interval <= --trainer.max_steps)",
+                trainer.val_check_interval,
+                trainer.max_steps,
+            )

@@ -42,9 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``falsecl benchmark --config configs/benchmark/<name>.yaml``; returns the exit code."""
     from jsonargparse import auto_cli
 
+    from falsecl.usage import HintingParser
+
     args = narrow_args(list(argv) if argv is not None else sys.argv[1:])
     try:
-        auto_cli(run_benchmark, args=args, as_positional=False, prog="falsecl benchmark")
+        auto_cli(run_benchmark, args=args, as_positional=False, prog="falsecl benchmark", parser_class=HintingParser)
+    except SystemExit as exit_:  # --help, parse errors
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     except (RuntimeError, ValueError, FileNotFoundError) as err:
         print(f"falsecl benchmark: error: {err}", file=sys.stderr)
         return 1

@@ -8,10 +8,36 @@ one tile are adjacent parts of one scene: mixing them across splits would leak.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from falsecl.datasets.base import Colour, SampleFiles, SegmentationDataset
 from falsecl.datasets.errors import DatasetNotFoundError
+
+
+#: Where the presets and defaults find the vendored data, relative to the repository (or the working folder).
+BUNDLED_ROOT = "data/dubai_aerial"
+
+
+def resolve_bundled(path: str) -> str:
+    """The vendored data's folder from any working folder: ``data/dubai_aerial`` -> ``<repository>/data/...``.
+
+    A relative path under :data:`BUNDLED_ROOT` that does not exist from the working folder is looked up in the
+    repository that holds this package (an editable install), so the presets run from anywhere. Any other
+    path, or one that exists where the user is, is returned as given.
+
+    Args:
+        path: A dataset root as typed or written in a preset.
+
+    Returns:
+        ``path``, or the absolute path of the vendored folder.
+    """
+    given = Path(path)
+    if given.is_absolute() or given.exists() or not given.as_posix().startswith(BUNDLED_ROOT):
+        return path
+    repo = Path(__file__).resolve().parents[3]  # src/falsecl/datasets/dubai.py -> repository
+    candidate = repo / given
+    return str(candidate) if candidate.exists() else path
 
 
 class DubaiAerial(SegmentationDataset):

@@ -27,7 +27,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from falsecl.model_card import ModelCardCallback
 from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision, trainer_precision
 from falsecl.tasks.base import AtomicCheckpointIO
+from falsecl.tasks.run_guards import removed_on_failed_start, run_callbacks
 from falsecl.tasks.segmentation import SegmentationTask
+from falsecl.usage import HintingLightningParser
 
 
 class FinetuneCLI(LightningCLI):
@@ -77,7 +79,7 @@ class FinetuneCLI(LightningCLI):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         if not any(isinstance(c, ModelCardCallback) for c in callbacks):
             callbacks.append(ModelCardCallback())  # <run>/model.json
-        kwargs["callbacks"] = callbacks
+        kwargs["callbacks"] = run_callbacks(callbacks, trainer_cfg.get("enable_progress_bar"))
         if not trainer_cfg.get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
@@ -110,9 +112,11 @@ def main(argv: Sequence[str] | None = None, *, datamodule_class: type[LightningD
                 seed_everything_default=0,
                 save_config_kwargs={"overwrite": True},
                 auto_configure_optimizers=False,
+                parser_class=HintingLightningParser,
                 parser_kwargs={"prog": "falsecl finetune", "description": "Fine-tune DeepLabv3+ on few labels."},
             )
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config["ckpt_path"])
+        with removed_on_failed_start(cli.trainer):
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config["ckpt_path"])
     except SystemExit as exit_:  # --help, --print_config, parser errors
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     except (ValueError, FileNotFoundError) as err:  # bad backbone file, mismatched bands/classes

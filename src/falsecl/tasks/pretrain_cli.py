@@ -30,6 +30,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from falsecl.datamodules import SSLDataModule
 from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision, trainer_precision
 from falsecl.tasks.base import AtomicCheckpointIO, NonFiniteLossError, PretrainTask
+from falsecl.tasks.run_guards import removed_on_failed_start, run_callbacks
+from falsecl.usage import HintingLightningParser
 
 #: Root of a run when neither the config nor the command line sets ``trainer.default_root_dir``.
 DEFAULT_ROOT = "runs/pretrain"
@@ -47,6 +49,9 @@ class PretrainCLI(LightningCLI):
             help="checkpoint to resume; 'last': <default_root_dir>/checkpoints/last.ckpt if it exists",
         )
         parser.add_argument("--precision", type=str | None, default=None, help=PRECISION_HELP)
+        parser.add_argument(
+            "--name", type=str | None, default=None, help="run name: outputs go to runs/<name> (wins over the preset's)"
+        )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the run defaults that depend on ``default_root_dir``: loggers, checkpointing, atomic writes."""
@@ -58,6 +63,9 @@ class PretrainCLI(LightningCLI):
             kwargs["precision"] = precision
             print(f"falsecl pretrain: precision {self.config.get('precision')} -> {precision}", file=sys.stderr)
         root = Path(config.get("default_root_dir") or DEFAULT_ROOT)
+        if self.config.get("name"):
+            root = Path("runs") / self.config["name"]
+            kwargs["default_root_dir"] = str(root)
         if config.get("logger") in (None, True):
             # Fixed (empty) versions keep one log per run that a resumed run appends to.
             kwargs["logger"] = [
@@ -72,7 +80,7 @@ class PretrainCLI(LightningCLI):
             )
         if not any(isinstance(c, LearningRateMonitor) for c in callbacks):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
-        kwargs["callbacks"] = callbacks
+        kwargs["callbacks"] = run_callbacks(callbacks, config.get("enable_progress_bar"))
         if not config.get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
@@ -93,12 +101,16 @@ def main(argv: list[str] | None = None) -> int:
             # `falsecl pretrain ...` passes its own argv; Lightning warns when sys.argv is not empty too.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             cli = _build_cli(argv)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+        with removed_on_failed_start(cli.trainer):
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     except NonFiniteLossError as err:
         print(f"falsecl pretrain: {err}", file=sys.stderr)
         return 1
+    except (ValueError, FileNotFoundError) as err:  # bad data or options: the message says the fix
+        print(f"falsecl pretrain: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -113,6 +125,7 @@ def _build_cli(argv: list[str] | None) -> PretrainCLI:
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"default_root_dir": DEFAULT_ROOT, "max_epochs": 100, "log_every_n_steps": 1},
+        parser_class=HintingLightningParser,
         parser_kwargs={"prog": "falsecl pretrain", "description": "Self-supervised pretraining (FALSE)."},
     )
 

@@ -1,0 +1,119 @@
+"""What every training run gets from both training commands: a clean failure, a sane progress bar, validation.
+
+* :func:`removed_on_failed_start`: a run that fails before its first optimisation step (bad data, wrong bands)
+  leaves no half-made ``runs/<name>`` behind, so the next attempt starts clean and ``--ckpt_path last`` is
+  not confused by an empty folder.
+* :class:`StepProgressBar`: Lightning's bar prints ``Epoch 29/-2`` when a run is bounded by ``max_steps``
+  with ``max_epochs: -1`` (as the fine-tuning presets are); this one says ``Epoch 29`` and counts steps.
+* :class:`ValidateByTheEnd`: a preset shortened on the command line (``--trainer.max_steps 30`` with
+  ``val_check_interval: 60``) never validated, so no checkpoint was selected. The interval is scaled to the
+  run so that the last validation falls on the last step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def removed_on_failed_start(trainer: Trainer) -> Iterator[None]:
+    """Delete ``trainer.default_root_dir`` if the block fails before the first step and the folder is new.
+
+    A folder that existed before (a resumed run, another run's files) is never touched.
+    """
+    root = Path(trainer.default_root_dir)
+    existed = root.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and trainer.global_step == 0 and root.is_dir():
+            shutil.rmtree(root, ignore_errors=True)
+            log.info("the run failed before its first step: removed the new run folder %s", root)
+        raise
+
+
+def validation_interval(max_steps: int, interval: int) -> int:
+    """A step interval that divides the run: the last validation falls on the last step.
+
+    Args:
+        max_steps: Training steps of the run (``> 0``).
+        interval: Configured ``val_check_interval`` in steps.
+
+    Returns:
+        ``max_steps`` when ``interval > max_steps``; else ``max_steps / k`` for the smallest number of
+        validations ``k`` in ``[ceil(max_steps / interval), 2 ceil(max_steps / interval)]`` dividing
+        ``max_steps``; else ``interval``.
+    """
+    if max_steps <= 0 or interval <= 0 or max_steps % interval == 0:
+        return interval
+    if interval > max_steps:
+        return max_steps  # the case that never validated at all
+    count = math.ceil(max_steps / interval)
+    # An interval that hits max_steps exactly with at most twice the validations asked for; otherwise keep
+    # the interval (its last validation is then within one interval of the end, past half of the run).
+    for k in range(count, 2 * count + 1):
+        if max_steps % k == 0:
+            return max_steps // k
+    return interval
+
+
+class ValidateByTheEnd(Callback):
+    """Scale a step ``val_check_interval`` to ``max_steps`` so that training ends with a validation.
+
+    Only runs bounded by steps whose interval counts steps (an ``int``) are changed; the change is logged.
+    """
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Adjust ``trainer.val_check_interval`` before the fit loop turns it into a batch count."""
+        interval = trainer.val_check_interval
+        if not isinstance(interval, int) or trainer.max_steps is None or trainer.max_steps <= 0:
+            return
+        if trainer.limit_val_batches == 0:
+            return
+        new = validation_interval(int(trainer.max_steps), interval)
+        if new != interval:
+            log.warning(
+                "val_check_interval %d does not divide max_steps %d: validating every %d steps so that the "
+                "last validation (and the checkpoint choice) falls on the last step",
+                interval,
+                trainer.max_steps,
+                new,
+            )
+            trainer.val_check_interval = new
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar without the ``Epoch 29/-2`` of step-bounded runs (``max_epochs: -1``)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs >= 0:
+            return super()._get_train_description(current_epoch)
+        steps = f" (max {self.trainer.max_steps} steps)" if self.trainer.max_steps and self.trainer.max_steps > 0 else ""
+        description = f"Epoch {current_epoch}{steps}"
+        return f"{description:{len(self.validation_description)}}"
+
+
+def run_callbacks(callbacks: list[Callback], progress_bar: bool | None) -> list[Callback]:
+    """``callbacks`` plus :class:`ValidateByTheEnd` and :class:`StepProgressBar` unless one of a kind is there."""
+    out = list(callbacks)
+    if not any(isinstance(c, ValidateByTheEnd) for c in out):
+        out.append(ValidateByTheEnd())
+    has_bar = any(isinstance(c, ProgressBar) for c in out)
+    if progress_bar is not False and not has_bar:
+        out.append(StepProgressBar() if _RICH_AVAILABLE else TQDMProgressBar())  # TQDM says "Epoch N" already
+    return out
+
+
+__all__ = ["StepProgressBar", "ValidateByTheEnd", "removed_on_failed_start", "run_callbacks", "validation_interval"]

@@ -1,0 +1,120 @@
+"""A newcomer's first hour (issue 21): every mistake gets a message with the fix, on tiny generated data."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_PRE = str(REPO / "configs" / "pretrain" / "smoke.yaml")
+BUNDLED = REPO / "data" / "dubai_aerial"
+
+
+def _scenes(folder: Path, n: int = 2, size: int = 64) -> Path:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"scene{i}.png")
+    return folder
+
+
+def test_pretrain_root_without_dataset_points_to_roots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--data.root`` is a labelled dataset's folder: alone, it must not fall back to the bundled data."""
+    from falsecl.tasks.pretrain_cli import main
+
+    scenes = _scenes(tmp_path / "scenes")
+    monkeypatch.chdir(tmp_path)  # no data/dubai_aerial here: the old fallback died with a traceback
+    run = tmp_path / "runs" / "pre"
+    code = main(["--config", SMOKE_PRE, "--data.root", str(scenes), f"--trainer.default_root_dir={run}"])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("falsecl pretrain: error:") and "Did you mean --data.roots?" in last
+    assert not run.exists()  # nothing half-made
+
+
+@pytest.mark.skipif(not (BUNDLED / "Tile 1").is_dir(), reason="vendored Dubai data not present")
+def test_presets_find_the_bundled_data_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from falsecl.datamodules import SegmentationDataModule, SSLDataModule
+
+    monkeypatch.chdir(tmp_path)
+    assert Path(SSLDataModule().roots[0]).resolve() == BUNDLED.resolve()
+    assert Path(SegmentationDataModule(root="data/dubai_aerial").root).resolve() == BUNDLED.resolve()
+    # a relative root that exists where the user is still wins
+    mine = _scenes(tmp_path / "data" / "dubai_aerial")
+    assert Path(SSLDataModule().roots[0]).resolve() == mine.resolve()
+
+
+def test_a_run_failing_at_start_up_leaves_no_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from falsecl.tasks.pretrain_cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = tmp_path / "runs" / "pre"
+    code = main(["--config", SMOKE_PRE, f"--data.roots=[{empty}]", f"--trainer.default_root_dir={run}"])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # (a captured stream of an earlier test may add logging noise above)
+    assert code == 2 and last.startswith("falsecl pretrain: error:") and str(empty) in last
+    assert not run.exists()
+
+
+def test_validation_interval_ends_on_the_last_step() -> None:
+    from falsecl.tasks.run_guards import validation_interval
+
+    assert validation_interval(30, 60) == 30  # shortened preset: one validation, at the end
+    assert validation_interval(120, 60) == 60  # the preset as it is
+    assert validation_interval(90, 60) == 45  # two validations, the last at step 90
+    assert validation_interval(97, 10) == 10  # a prime: no divisor close by, the interval stays
+    for steps, interval in [(30, 60), (90, 60), (100, 30), (64, 7)]:
+        new = validation_interval(steps, interval)
+        assert 1 <= new <= max(interval, 1) and (steps % new == 0 or new == interval)
+
+
+def test_progress_bar_of_a_step_bounded_run_has_no_negative_epochs() -> None:
+    from lightning.pytorch import Trainer
+
+    from falsecl.tasks.run_guards import StepProgressBar
+
+    bar = StepProgressBar()
+    trainer = Trainer(max_steps=10, max_epochs=-1, callbacks=[bar], logger=False, enable_checkpointing=False)
+    assert trainer.progress_bar_callback is bar
+    bar.setup(trainer, None, "fit")  # type: ignore[arg-type]  # what fit does first
+    text = bar._get_train_description(29)
+    assert text.strip() == "Epoch 29 (max 10 steps)" and "/-" not in text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One short fine-tuning from a "project" folder with a relative data root, shared by the tests below.
+
+FT_ARGS = [
+    "--data.dataset", "dubai", "--data.root", "data/small", "--data.patch_size", "32", "--data.batch_size", "2",
+    "--data.stats_patches", "4", "--model.output_stride", "16", "--trainer.max_steps", "3",
+    "--trainer.max_epochs", "-1", "--trainer.val_check_interval", "60", "--trainer.check_val_every_n_epoch", "null",
+    "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0", "--trainer.accelerator", "cpu",
+    "--trainer.devices", "1", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<project>/data/small`` (fake Dubai) and ``<project>/runs/ft``, fine-tuned from inside ``<project>``."""
+    from falsecl.tasks.finetune_cli import main as finetune_main
+    from tests.data.fake_layouts import make_dubai
+
+    folder = tmp_path_factory.mktemp("project")
+    make_dubai(folder / "data" / "small", size=(64, 64))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        assert finetune_main([*FT_ARGS, "--name", "ft"]) == 0
+    return folder
+
+
+def test_a_shortened_preset_still_selects_a_checkpoint(project: Path) -> None:
+    from falsecl.model_card import read_model_card
+
+    card = read_model_card(project / "runs" / "ft")
+    best = card["checkpoints"]["best"]
+    assert best is not None and Path(best).is_file(), card["checkpoints"]
+    assert card["validation"]["best_mIoU"] is not None
