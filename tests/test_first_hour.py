@@ -1,5 +1,6 @@
 """A newcomer's first hour (issue 21): every mistake gets a message with the fix, on tiny generated data."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,41 @@ def test_a_shortened_preset_still_selects_a_checkpoint(project: Path) -> None:
     best = card["checkpoints"]["best"]
     assert best is not None and Path(best).is_file(), card["checkpoints"]
     assert card["validation"]["best_mIoU"] is not None
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(project: Path) -> Path:
+    """``<project>/runs/pre``: two SimCLR steps on two scenes (``pretrain --name``)."""
+    from falsecl.tasks.pretrain_cli import main
+
+    _scenes(project / "scenes")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        argv = ["--config", SMOKE_PRE, "--data.roots", "[scenes]", "--data.patch_size", "32", "--data.crop_size",
+                "24", "--trainer.enable_progress_bar", "false", "--name", "pre"]  # fmt: skip
+        assert main(argv) == 0
+    run = project / "runs" / "pre"
+    assert (run / "backbone.pt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    return run
+
+
+@pytest.mark.parametrize("which", ["run", "ckpt", "backbone", "copied backbone"])
+def test_a_pretraining_checkpoint_is_named_as_such(
+    pretrain_run: Path, which: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from falsecl.inference_cli import evaluate_main, predict_main
+
+    target = {"run": pretrain_run, "ckpt": pretrain_run / "checkpoints" / "last.ckpt",
+              "backbone": pretrain_run / "backbone.pt", "copied backbone": tmp_path / "encoder.pt"}[which]  # fmt: skip
+    if which == "copied backbone":
+        shutil.copy(pretrain_run / "backbone.pt", target)
+    if "backbone" in which:
+        code = predict_main(["--checkpoint", str(target), "--input", "x.tif", "--output", str(tmp_path / "o.tif")])
+    else:
+        code = evaluate_main(["--checkpoint", str(target), "--output_dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    what = "an encoder's weights" if which == "copied backbone" else "pretraining run (SimCLR)"
+    assert what in err and "pass a fine-tuning run" in err, err
+    for internal in ("arbitrary code", "pytorch-lightning_version", "weights_only", "Traceback"):
+        assert internal not in err, err

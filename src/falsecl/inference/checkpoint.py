@@ -29,13 +29,60 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _run_folder_of(path: Path) -> Path:
+    """``runs/<name>`` of a run folder, of ``runs/<name>/checkpoints/x.ckpt`` or of ``runs/<name>/backbone.pt``."""
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def pretraining_run_message(path: Path) -> str | None:
+    """What to say when ``path`` (a folder or file) belongs to a pretraining run; ``None`` when it does not.
+
+    A pretraining run is recognised by what ``falsecl pretrain`` leaves in its folder (``pretrain_images.txt``,
+    or ``backbone.pt`` without the fine-tuning model card), and its method by its saved config.
+    """
+    from falsecl.model_card import MODEL_CARD, pretraining_source
+
+    run = _run_folder_of(path)
+    if (run / MODEL_CARD).is_file():
+        return None
+    if not (run / "pretrain_images.txt").is_file() and not (run / "backbone.pt").is_file():
+        return None
+    method = pretraining_source(run / "backbone.pt").get("method") or "self-supervised"
+    return (
+        f"{path} is a pretraining run ({method}): it holds an encoder, not a segmentation model. Fine-tune it "
+        f"first, then pass a fine-tuning run, e.g. falsecl finetune --config configs/finetune/cpu_quick.yaml "
+        f"--model.backbone_weights {run / 'backbone.pt'} --name my_model, then --checkpoint runs/my_model"
+    )
+
+
+def _backbone_file_message(path: Path) -> str | None:
+    """What to say when ``path`` is a bare encoder state dict (``backbone.pt``); ``None`` otherwise."""
+    try:  # weights_only: plain tensors load, nothing is executed
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a torch file, or a Lightning checkpoint with objects in it
+        return None
+    if isinstance(state, dict) and "state_dict" not in state and "pytorch-lightning_version" not in state:
+        return (
+            f"{path} is an encoder's weights (a backbone file), not a segmentation model; pass a fine-tuning run, "
+            f"e.g. falsecl finetune --model.backbone_weights {path} --name my_model, then --checkpoint runs/my_model"
+        )
+    return None
+
+
 def resolve_checkpoint(checkpoint: str | Path) -> Path:
     """A checkpoint file, or the best one (by validation mIoU) of a run folder ``runs/<name>``.
 
     Raises:
         FileNotFoundError: Neither a file nor a run folder with checkpoints.
+        ValueError: A pretraining run or an encoder file (the message says what to pass instead).
     """
     path = Path(checkpoint)
+    if path.exists():
+        message = pretraining_run_message(path)
+        if message is not None:
+            raise ValueError(message)
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
         # ModelCheckpoint keeps one best-*.ckpt (save_top_k=1); the newest wins if a user kept several.
@@ -73,7 +120,13 @@ def load_task(checkpoint: str | Path, device: str = "cpu", output_stride: int | 
     try:
         task = SegmentationTask.load_from_checkpoint(path, map_location="cpu")
     except Exception as err:  # unpickling errors, missing keys, foreign hyper-parameters
-        raise ValueError(f"{path} is not a falsecl fine-tuning checkpoint ({err})") from err
+        # Lightning's own words ("blocked to prevent arbitrary code execution", "('pytorch-lightning_version')")
+        # describe its internals, not the user's mistake: say what the file is when we can tell.
+        message = pretraining_run_message(path) or _backbone_file_message(path)
+        raise ValueError(
+            message or f"{path} is not a falsecl fine-tuning checkpoint; pass a run folder runs/<name> written by "
+            "'falsecl finetune' (or one of its checkpoints/*.ckpt)"
+        ) from err
     hp = task.hp
     if task.model is None or not hp.mean or not hp.std:
         raise ValueError(
