@@ -157,3 +157,34 @@ def test_a_pretraining_checkpoint_is_named_as_such(
     assert what in err and "pass a fine-tuning run" in err, err
     for internal in ("arbitrary code", "pytorch-lightning_version", "weights_only", "Traceback"):
         assert internal not in err, err
+
+
+def test_a_run_folder_works_from_another_folder(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The data root was typed relative (``data/small``) inside the project; evaluate from elsewhere."""
+    from falsecl.inference_cli import evaluate_main
+    from falsecl.model_card import read_model_card
+
+    run = project / "runs" / "ft"
+    card = read_model_card(run)
+    assert card["dataset"]["root"] == str((project / "data" / "small").resolve())
+    assert card["dataset"]["root_as_given"] == "data/small"
+    paths = [card["labels"]["subset_file"], card["normalisation"]["statistics_file"], card["checkpoints"]["last"],
+             card["checkpoints"]["best"]]  # fmt: skip
+    assert all(p and Path(p).is_absolute() for p in paths), paths  # one rule: absolute paths
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    argv = ["--checkpoint", str(run), "--split", "test", "--window", "32", "--device", "cpu", "--progress", "false",
+            "--output_dir", str(tmp_path / "eval")]  # fmt: skip
+    assert evaluate_main(argv) == 0, capsys.readouterr().err
+    # the data moved away: the message names both paths tried and the option that fixes it
+    moved = tmp_path / "moved"
+    shutil.move(str(project / "data"), moved)
+    try:
+        assert evaluate_main(argv) == 2
+        err = capsys.readouterr().err
+        assert "--root" in err and str(project / "data" / "small") in err and "data/small" in err
+    finally:
+        shutil.move(str(moved), project / "data")

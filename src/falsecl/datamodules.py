@@ -343,7 +343,12 @@ class SegmentationDataModule(LightningDataModule):
         if not 0.0 < label_fraction <= 1.0:
             raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction} (1 % is 0.01)")
         self.save_hyperparameters()
-        self.dataset_name, self.root, self.palette, self.bands = dataset, resolve_bundled(root), palette, bands
+        # One rule for paths a run records (checkpoint, model card): absolute, plus the root as typed, so a run
+        # folder works from any working folder and evaluate can still try the relative one after a move.
+        self.root_as_given = root
+        self.root = str(Path(resolve_bundled(root)).resolve())
+        self.palette = str(Path(palette).resolve()) if palette is not None else None
+        self.dataset_name, self.bands = dataset, bands
         self.label_fraction, self.seed, self.subset_path = label_fraction, seed, subset_path
         self.patch_size, self.stride = patch_size, stride
         self.crop_size = crop_size

@@ -132,7 +132,7 @@ def pretraining_source(backbone: str | Path | None) -> dict[str, Any]:
         return {"backbone": None, "method": "none (random initialisation)", "loss": None, "images": None}
     import yaml
 
-    path = Path(backbone)
+    path = Path(backbone).resolve()
     folder = path.parent
     info: dict[str, Any] = {"backbone": str(path), "method": None, "loss": None, "images": None, "config": None}
     for config in (folder / "config.yaml", folder / "tensorboard" / "config.yaml"):
@@ -155,6 +155,11 @@ def pretraining_source(backbone: str | Path | None) -> dict[str, Any]:
         info["images"] = _count_lines(images)
         info["image_list"] = str(images)
     return info
+
+
+def _absolute(path: Any) -> str | None:
+    """The card's one rule for paths: absolute (``None`` stays ``None``)."""
+    return str(Path(path).resolve()) if path else None
 
 
 def _first(*values: Any) -> Any:
@@ -191,7 +196,8 @@ def fit_fields(trainer: Trainer, task: LightningModule) -> dict[str, Any]:
         },
         "dataset": {
             "name": _first(getattr(dm, "dataset_name", None), hp.get("data_name")),
-            "root": _first(getattr(dm, "root", None), hp.get("data_root")),
+            "root": _absolute(_first(getattr(dm, "root", None), hp.get("data_root"))),
+            "root_as_given": _first(getattr(dm, "root_as_given", None), hp.get("data_root_as_given")),
             "train_split": getattr(dm, "train_split", None),
             "val_split": _first(getattr(dm, "val_split", None), hp.get("data_val_split")),
             "validation": _first(getattr(dm, "val_description", None), hp.get("data_val_description")),
@@ -209,11 +215,11 @@ def fit_fields(trainer: Trainer, task: LightningModule) -> dict[str, Any]:
             "mean": _first(hp.get("mean"), getattr(dm, "mean", None)),
             "std": _first(hp.get("std"), getattr(dm, "std", None)),
             "formula": "(raw - mean) / std per band, on raw digital numbers",
-            "statistics_file": stats,
+            "statistics_file": _absolute(stats),
         },
         "labels": {
             "label_fraction": _first(getattr(dm, "label_fraction", None), hp.get("data_label_fraction")),
-            "subset_file": subset,
+            "subset_file": _absolute(subset),
             "labelled_patches": len(getattr(dm, "train_indices", None) or []) or None,
             "training_patches": len(train_set) if train_set is not None else None,
             "seed": _first(getattr(dm, "seed", None), hp.get("data_seed")),
@@ -244,8 +250,8 @@ class ModelCardCallback(Callback):
         best = getattr(ckpt, "best_model_score", None)
         fields = {
             "checkpoints": {
-                "best": getattr(ckpt, "best_model_path", None) or None,
-                "last": getattr(ckpt, "last_model_path", None) or None,
+                "best": _absolute(getattr(ckpt, "best_model_path", None)),
+                "last": _absolute(getattr(ckpt, "last_model_path", None)),
                 "selected_by": getattr(ckpt, "monitor", None),
             },
             "validation": {"best_mIoU": float(best) if best is not None else None},

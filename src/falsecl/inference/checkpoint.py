@@ -187,16 +187,32 @@ def resolve_data(
         root = root or (FALLBACK_ROOT if own == FALLBACK_DATASET else None)
     dataset = dataset or own
     same = dataset == own
+    if root is None and same and hp.get("data_root") is not None:
+        root = existing_root(hp.get("data_root"), hp.get("data_root_as_given"))
     if root is None:
-        root = hp.get("data_root") if same else None
-        if root is None:
-            raise ValueError(
-                f"the checkpoint was trained on {own!r}; to evaluate it on {dataset!r} give --root (the dataset folder)"
-            )
+        raise ValueError(
+            f"the checkpoint was trained on {own!r}; to evaluate it on {dataset!r} give --root (the dataset folder)"
+        )
     if same:
         palette = palette if palette is not None else hp.get("data_palette")
         bands = bands if bands is not None else hp.get("data_bands")
     return dataset, str(root), palette, bands
+
+
+def existing_root(recorded: str, as_given: str | None = None) -> str:
+    """The checkpoint's data root that exists from here: the recorded (absolute) one, else the one as typed.
+
+    Raises:
+        FileNotFoundError: Neither exists; the message names both and the option that fixes it.
+    """
+    tried = list(dict.fromkeys(p for p in (recorded, as_given) if p))
+    for candidate in tried:
+        if Path(candidate).exists():
+            return candidate
+    raise FileNotFoundError(
+        f"the dataset this model was trained on is not at {' or '.join(tried)} (seen from {Path.cwd()}); pass "
+        "--root <the dataset folder> (add --dataset/--palette if it is another dataset)"
+    )
 
 
 def check_same_classes(task: SegmentationTask, names: list[str], where: str) -> None:

@@ -8,7 +8,7 @@ encoder learning rate (``backbone_lr_factor``) is the other option.
 
 The checkpoint stores everything inference needs in its hyper-parameters: ``in_channels``,
 ``num_classes``, ``class_names``, ``class_colours``, the per-band ``mean``/``std`` of the training data, and
-what the data was (``data_name``, ``data_root``, ``data_bands``, ``data_palette``, ``data_label_fraction``,
+what the data was (``data_name``, ``data_root``, ``data_root_as_given``, ``data_bands``, ``data_palette``, ``data_label_fraction``,
 ``data_seed``, ``data_val_split``, ``data_val_description``: prefixed, as Lightning refuses a module and a
 datamodule logging the same hyper-parameter name with different values), so ``falsecl evaluate``/``predict``
 normalise raw images themselves and score or map them with the right classes. Values not given are pulled
@@ -40,6 +40,7 @@ _FROM_DATA: dict[str, str] = {
     "class_colours": "class_colours",
     "data_name": "dataset_name",
     "data_root": "root",
+    "data_root_as_given": "root_as_given",
     "data_bands": "bands",
     "data_palette": "palette",
     "data_label_fraction": "label_fraction",
@@ -92,7 +93,9 @@ class SegmentationTask(LightningModule):
         class_names: Names of the classes; from the datamodule when ``None``.
         class_colours: RGB colour per class (class maps, legends); from the datamodule when ``None``.
         data_name: Name of the training dataset (``dubai``, ``potsdam``, ``folder`` ...); from the datamodule.
-        data_root: Root folder of the training dataset; from the datamodule.
+        data_root: Root folder of the training dataset (absolute); from the datamodule.
+        data_root_as_given: The root as typed (perhaps relative to where fine-tuning ran), tried when
+            ``data_root`` is gone (a project moved to another disk); from the datamodule.
         data_bands: Band choice of the training data; from the datamodule.
         data_palette: Palette file of a ``folder`` dataset; from the datamodule.
         data_label_fraction: Fraction of labelled training patches used; from the datamodule.
@@ -123,6 +126,7 @@ class SegmentationTask(LightningModule):
         class_colours: list[list[int]] | None = None,
         data_name: str | None = None,
         data_root: str | None = None,
+        data_root_as_given: str | None = None,
         data_bands: str | list[int] | None = None,
         data_palette: str | None = None,
         data_label_fraction: float | None = None,
