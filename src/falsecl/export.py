@@ -222,9 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``falsecl export`` (see :func:`export`); returns the exit code."""
     from jsonargparse import auto_cli
 
+    from falsecl.usage import HintingParser
+
     prog = "falsecl export"
     try:
-        auto_cli(export, args=list(argv) if argv is not None else None, as_positional=False, prog=prog)
+        auto_cli(export, args=list(argv) if argv is not None else None, as_positional=False, prog=prog,
+                 parser_class=HintingParser)
+    except SystemExit as exit_:  # --help, parse errors
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     except USER_ERRORS as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

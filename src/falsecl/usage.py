@@ -1,7 +1,8 @@
 """Short command-line errors: a mistyped option gets one line with the nearest option ("did you mean").
 
 jsonargparse (which LightningCLI and ``auto_cli`` use) answers an unknown option with the whole usage, often
-60 lines for a training command, and no hint. :class:`HintingParser` and :class:`HintingLightningParser` print
+60 lines for a training command, and no hint. :class:`HintingParser` (and
+:class:`falsecl.tasks.run_guards.HintingLightningParser` for the training commands) print
 instead ``falsecl pretrain: error: unknown option --data.bach_size; did you mean --data.batch_size?`` and where
 to find the full list. The matching is difflib's (the one ``argparse`` uses for sub-command suggestions from
 Python 3.12), on the dotted option names and on their last component, so ``--data.root`` finds
@@ -17,7 +18,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 from jsonargparse import ArgumentParser
-from lightning.pytorch.cli import LightningArgumentParser
 
 _UNRECOGNIZED = re.compile(r"unrecognized arguments:\s*(.*)", re.IGNORECASE | re.DOTALL)
 
@@ -66,7 +66,7 @@ def option_strings(parser: ArgumentParser) -> list[str]:
     return [s for s in parser._option_string_actions if s.startswith("--")]
 
 
-class _ShortErrors:
+class ShortErrors:
     """Mixin for jsonargparse parsers: one-line errors with a "did you mean", no usage dump."""
 
     prog: str
@@ -81,18 +81,11 @@ class _ShortErrors:
         raise SystemExit(2)
 
 
-class HintingParser(_ShortErrors, ArgumentParser):
+class HintingParser(ShortErrors, ArgumentParser):
     """jsonargparse's ``ArgumentParser`` with short errors (for ``auto_cli(..., parser_class=HintingParser)``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
 
 
-class HintingLightningParser(_ShortErrors, LightningArgumentParser):
-    """LightningCLI's parser with short errors (``LightningCLI(..., parser_class=HintingLightningParser)``)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-
-
-__all__ = ["HintingLightningParser", "HintingParser", "did_you_mean", "option_strings", "unknown_option_message"]
+__all__ = ["HintingParser", "ShortErrors", "did_you_mean", "option_strings", "unknown_option_message"]

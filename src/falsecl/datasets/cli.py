@@ -21,16 +21,17 @@ from falsecl.datasets import DATASETS, SegmentationDataset, UnlabeledImagery
 from falsecl.datasets.base import colourise, display_rgb
 from falsecl.datasets.errors import DatasetError
 from falsecl.datasets.io import IGNORE_INDEX
+from falsecl.usage import HintingParser
 
 
 def _parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="falsecl data", description="Inspect a dataset: 'check' and 'plot'.")
+    parser = HintingParser(prog="falsecl data", description="Inspect a dataset: 'check' and 'plot'.")
     subcommands = parser.add_subcommands(dest="command", required=True)
     for name, help_ in (
         ("check", "verify every file and print counts and the class histogram"),
         ("plot", "write a PNG grid of images and masks"),
     ):
-        sub = ArgumentParser(description=help_)
+        sub = HintingParser(description=help_)
         sub.add_argument("dataset", choices=sorted(DATASETS), help="dataset layout name")
         sub.add_argument("root", help="dataset root folder (for 'unlabeled': a folder of images)")
         sub.add_argument(

@@ -14,7 +14,6 @@ from typing import ClassVar
 from falsecl.datasets.base import Colour, SampleFiles, SegmentationDataset
 from falsecl.datasets.errors import DatasetNotFoundError
 
-
 #: Where the presets and defaults find the vendored data, relative to the repository (or the working folder).
 BUNDLED_ROOT = "data/dubai_aerial"
 

@@ -27,9 +27,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from falsecl.model_card import ModelCardCallback
 from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision, trainer_precision
 from falsecl.tasks.base import AtomicCheckpointIO
-from falsecl.tasks.run_guards import removed_on_failed_start, run_callbacks
+from falsecl.tasks.run_guards import HintingLightningParser, removed_on_failed_start, run_callbacks
 from falsecl.tasks.segmentation import SegmentationTask
-from falsecl.usage import HintingLightningParser
 
 
 class FinetuneCLI(LightningCLI):

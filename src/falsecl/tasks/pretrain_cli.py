@@ -30,8 +30,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from falsecl.datamodules import SSLDataModule
 from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision, trainer_precision
 from falsecl.tasks.base import AtomicCheckpointIO, NonFiniteLossError, PretrainTask
-from falsecl.tasks.run_guards import removed_on_failed_start, run_callbacks
-from falsecl.usage import HintingLightningParser
+from falsecl.tasks.run_guards import HintingLightningParser, removed_on_failed_start, run_callbacks
 
 #: Root of a run when neither the config nor the command line sets ``trainer.default_root_dir``.
 DEFAULT_ROOT = "runs/pretrain"

@@ -5,6 +5,7 @@
   not confused by an empty folder.
 * :class:`StepProgressBar`: Lightning's bar prints ``Epoch 29/-2`` when a run is bounded by ``max_steps``
   with ``max_epochs: -1`` (as the fine-tuning presets are); this one says ``Epoch 29`` and counts steps.
+* :class:`HintingLightningParser`: a mistyped option gets one line with the nearest option.
 * :class:`ValidateByTheEnd`: a preset shortened on the command line (``--trainer.max_steps 30`` with
   ``val_check_interval: 60``) never validated, so no checkpoint was selected. The interval is scaled to the
   run so that the last validation falls on the last step.
@@ -22,7 +23,10 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+from falsecl.usage import ShortErrors
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +104,17 @@ class StepProgressBar(RichProgressBar):
     def _get_train_description(self, current_epoch: int) -> str:
         if self.trainer.max_epochs is not None and self.trainer.max_epochs >= 0:
             return super()._get_train_description(current_epoch)
-        steps = f" (max {self.trainer.max_steps} steps)" if self.trainer.max_steps and self.trainer.max_steps > 0 else ""
+        bounded = self.trainer.max_steps is not None and self.trainer.max_steps > 0
+        steps = f" (max {self.trainer.max_steps} steps)" if bounded else ""
         description = f"Epoch {current_epoch}{steps}"
         return f"{description:{len(self.validation_description)}}"
+
+
+class HintingLightningParser(ShortErrors, LightningArgumentParser):
+    """LightningCLI's parser with one-line errors and a "did you mean" (``parser_class=HintingLightningParser``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
 
 
 def run_callbacks(callbacks: list[Callback], progress_bar: bool | None) -> list[Callback]:
@@ -116,4 +128,11 @@ def run_callbacks(callbacks: list[Callback], progress_bar: bool | None) -> list[
     return out
 
 
-__all__ = ["StepProgressBar", "ValidateByTheEnd", "removed_on_failed_start", "run_callbacks", "validation_interval"]
+__all__ = [
+    "HintingLightningParser",
+    "StepProgressBar",
+    "ValidateByTheEnd",
+    "removed_on_failed_start",
+    "run_callbacks",
+    "validation_interval",
+]
