@@ -1,5 +1,7 @@
 """``falsecl benchmark``: run the experiment matrix from a YAML config (see :func:`run_benchmark`).
 
+Every config and data folder is checked before the first cell (:mod:`falsecl.benchmark.preflight`).
+
 ``--methods a,b``, ``--fractions 0.01,0.05`` and ``--seeds 0,1`` narrow the configured matrix (they become
 ``--select_methods`` / ``--select_fractions`` / ``--select_seeds``).
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from falsecl.benchmark.runner import run_benchmark
+from falsecl.benchmark.preflight import checked_run_benchmark
 
 _NARROW = {"--methods": "--select_methods", "--fractions": "--select_fractions", "--seeds": "--select_seeds"}
 
@@ -46,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = narrow_args(list(argv) if argv is not None else sys.argv[1:])
     try:
-        auto_cli(run_benchmark, args=args, as_positional=False, prog="falsecl benchmark", parser_class=HintingParser)
+        auto_cli(
+            checked_run_benchmark, args=args, as_positional=False, prog="falsecl benchmark", parser_class=HintingParser
+        )
     except SystemExit as exit_:  # --help, parse errors
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     except (RuntimeError, ValueError, FileNotFoundError) as err:

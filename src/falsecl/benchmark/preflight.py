@@ -1,0 +1,144 @@
+"""The benchmark's start-up check: every config parses and every data folder exists, before an hour of work.
+
+A misspelled ``pretrain_config``, a missing ``finetune_config``, a mistyped option in ``pretrain_args`` or a data
+root that does not exist used to surface only when the cell that needed it started. :func:`check_benchmark`
+parses each pretraining config with its arguments and the fine-tuning config with each method's arguments,
+exactly as the cells will (``--print_config``, in-process, nothing trained), resolves the data each one reads,
+and reports every problem at once. ``falsecl benchmark`` runs it before the matrix (and ``--dry_run`` prints
+what it found); :func:`checked_run_benchmark` is that command's entry point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from falsecl.benchmark.cells import Method
+from falsecl.benchmark.runner import run_benchmark
+from falsecl.datasets.dubai import BUNDLED_ROOT, resolve_bundled
+
+
+def _parsed(main: Callable[[list[str]], int], argv: list[str]) -> tuple[dict[str, Any] | None, str]:
+    """The resolved config of ``falsecl <cmd> argv --print_config`` (``None`` and the error when it fails)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([*argv, "--print_config"])
+    if code != 0:
+        lines = [line for line in err.getvalue().strip().splitlines() if line.strip()]
+        return None, lines[-2] if len(lines) >= 2 and lines[-1].startswith("(all options") else (lines or ["?"])[-1]
+    loaded = yaml.safe_load(out.getvalue())
+    return (loaded if isinstance(loaded, dict) else {}), ""
+
+
+def _folder(path: Any, what: str, problems: list[str]) -> str:
+    """``path`` resolved as the commands will (bundled data from anywhere); a missing one is a problem."""
+    resolved = resolve_bundled(str(path))
+    if not Path(resolved).exists():
+        problems.append(f"{what}: {path} does not exist (from {Path.cwd()})")
+    return str(Path(resolved).resolve())
+
+
+def _pretraining_data(data: dict[str, Any], where: str, problems: list[str]) -> str:
+    """What a pretraining run reads, in words: ``folders [...]`` and/or ``<dataset> <split> at <root>``."""
+    parts = []
+    if data.get("dataset"):
+        root = _folder(data.get("root"), f"{where}: data.root", problems) if data.get("root") else "?"
+        parts.append(f"{data['dataset']} {data.get('split', 'train')} split at {root}")
+    roots = data.get("roots")
+    if roots is None and not data.get("dataset"):
+        roots = [BUNDLED_ROOT]
+    folders = [_folder(r, f"{where}: data.roots", problems) for r in roots or []]
+    folders += [str(Path(r).resolve()) for r in data.get("extra_roots") or [] if Path(r).exists()]
+    if folders:
+        parts.append("folders " + ", ".join(folders))
+    return "; ".join(parts) or "nothing"
+
+
+def check_benchmark(
+    methods: Sequence[Method],
+    finetune_config: str,
+    pretrain_args: Sequence[str] | None = None,
+    finetune_args: Sequence[str] | None = None,
+    finetunes: bool = True,
+) -> list[str]:
+    """Parse every config the matrix will use and check every data folder; the plan in words.
+
+    Args:
+        methods: The methods that will run.
+        finetune_config: The fine-tuning YAML (its data section is also the probe's).
+        pretrain_args: Extra arguments of every pretraining.
+        finetune_args: Extra arguments of every fine-tuning.
+        finetunes: Whether fine-tuning cells will run (their arguments are then parsed too).
+
+    Returns:
+        One line per method: the config, and the data its pretraining and its cells read.
+
+    Raises:
+        ValueError: Listing every problem found (missing file, parse error, missing data folder).
+    """
+    from falsecl.tasks.finetune_cli import main as finetune_main
+    from falsecl.tasks.pretrain_cli import main as pretrain_main
+
+    problems: list[str] = []
+    lines: list[str] = []
+    labelled = "?"
+    if not Path(finetune_config).is_file():
+        problems.append(f"finetune_config {finetune_config} does not exist (from {Path.cwd()})")
+    for method in methods:
+        pre = "random initialisation (no pretraining)"
+        if method.pretrain_config is not None:
+            where = f"method {method.name}"
+            if not Path(method.pretrain_config).is_file():
+                problems.append(f"{where}: pretrain_config {method.pretrain_config} does not exist")
+            else:
+                argv = ["--config", method.pretrain_config, *(pretrain_args or []), *method.pretrain_args]
+                cfg, error = _parsed(pretrain_main, argv)
+                if cfg is None:
+                    problems.append(f"{where}: falsecl pretrain {' '.join(argv)}: {error}")
+                else:
+                    data = _pretraining_data(cfg.get("data") or {}, where, problems)
+                    pre = f"pretrains ({method.pretrain_config}) on {data}"
+        if Path(finetune_config).is_file():
+            argv = ["--config", finetune_config, *(finetune_args or []), *method.finetune_args]
+            cfg, error = _parsed(finetune_main, argv if finetunes else ["--config", finetune_config])
+            if cfg is None:
+                problems.append(f"method {method.name}: falsecl finetune {' '.join(argv)}: {error}")
+            else:
+                section = cfg.get("data") or {}
+                root = _folder(section.get("root"), f"{finetune_config}: data.root", problems)
+                labelled = f"{section.get('dataset')} at {root}"
+        lines.append(f"{method.name}: {pre}; its probe/fine-tuning cells read {labelled}")
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise ValueError("the benchmark cannot start:\n  " + "\n  ".join(unique))
+    return lines
+
+
+@functools.wraps(run_benchmark)
+def checked_run_benchmark(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """:func:`run_benchmark` after :func:`check_benchmark` (not for ``report_only``, which runs nothing)."""
+    if args:
+        raise TypeError("checked_run_benchmark takes keyword arguments (as the command line gives them)")
+    if not kwargs.get("report_only"):
+        methods = [m if isinstance(m, Method) else Method(**m) for m in kwargs["methods"]]
+        keep = kwargs.get("select_methods")
+        chosen = [m for m in methods if keep is None or m.name in keep]
+        fractions = kwargs.get("label_fractions")
+        plan = check_benchmark(
+            chosen,
+            kwargs.get("finetune_config", "configs/finetune/cpu_quick.yaml"),
+            kwargs.get("pretrain_args"),
+            kwargs.get("finetune_args"),
+            finetunes=fractions is None or bool(fractions),
+        )
+        print("data each method's cells read (checked):\n  " + "\n  ".join(plan), flush=True)
+    return run_benchmark(**kwargs)
+
+
+__all__ = ["check_benchmark", "checked_run_benchmark"]
