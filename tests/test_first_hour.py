@@ -1,5 +1,6 @@
 """A newcomer's first hour (issue 21): every mistake gets a message with the fix, on tiny generated data."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -188,3 +189,51 @@ def test_a_run_folder_works_from_another_folder(
         assert "--root" in err and str(project / "data" / "small") in err and "data/small" in err
     finally:
         shutil.move(str(moved), project / "data")
+
+
+def _labelled(folder: Path, bad: bool) -> Path:
+    """A labelled folder (own palette, train/ and test/, no val/): the last training mask with a stray colour
+    when ``bad``."""
+    from tests.data.fake_layouts import class_map, colour_mask, rgb_image, write_png
+
+    colours = [(0, 255, 0), (128, 128, 128), (0, 0, 255)]
+    (folder / "palette.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (folder / "palette.yaml").write_text('field: "#00ff00"\nroad: [128, 128, 128]\nwater: [0, 0, 255]\n')
+    for i in range(4):
+        split = "test" if i == 3 else "train"
+        write_png(folder / split / "images" / f"img{i}.png", rgb_image(64, 64, i))
+        mask = colour_mask(class_map(64, 64, 3, i), colours)
+        if bad and i == 2:
+            mask[60:, 60:] = 9  # 16 px of (9, 9, 9)
+        write_png(folder / split / "masks" / f"img{i}.png", mask)
+    return folder
+
+
+def test_a_bad_mask_stops_fine_tuning_at_start_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from falsecl.tasks.finetune_cli import main as finetune_main
+
+    root = _labelled(tmp_path / "labelled", bad=True)
+    args = [a if a != "data/small" else str(root) for a in FT_ARGS]
+    args[args.index("dubai")] = "folder"
+    run = tmp_path / "runs" / "ft"
+    assert finetune_main([*args, "--trainer.default_root_dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "img2.png has 1 colour(s) not in the palette: (9,9,9) x 16 px" in err and "Fix:" in err
+    assert not run.exists()
+
+
+def test_mask_check_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from falsecl.datasets import FolderDataset
+    from falsecl.datasets.mask_check import check_masks
+
+    root = _labelled(tmp_path / "labelled", bad=False)
+    data = FolderDataset(str(root), split="train", patch_size=32)
+    cache = tmp_path / "mask_check.json"
+    every = range(len(data))
+    assert check_masks(data, every, cache) == len(data.files)
+    assert check_masks(data, every, cache) == 0  # the second time costs nothing
+    _labelled(root, bad=True)  # a mask replaced on disk is checked again, and refused
+    os.utime(root / "train" / "masks" / "img2.png", ns=(1, 1))
+    if any(Path(f.image).name == "img2.png" for f in data.files):  # (else img2 was carved out for validation)
+        with pytest.raises(ValueError, match="not in the palette"):
+            check_masks(data, every, cache)

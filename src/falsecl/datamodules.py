@@ -21,6 +21,7 @@ from falsecl.datasets import SEGMENTATION_DATASETS, DubaiAerial, SegmentationDat
 from falsecl.datasets.dubai import BUNDLED_ROOT, resolve_bundled
 from falsecl.datasets.errors import DatasetError
 from falsecl.datasets.io import IGNORE_INDEX
+from falsecl.datasets.mask_check import check_masks
 from falsecl.datasets.pretrain import PretrainImagery, PretrainSource, without_held_out
 from falsecl.datasets.stats import BandStats, cached_band_stats
 from falsecl.datasets.subsets import (
@@ -412,6 +413,10 @@ class SegmentationDataModule(LightningDataModule):
         )
         self.mean, self.std = list(stats.mean), list(stats.std)
         self.val_set = self.make_dataset(self.val_split, self.patch_size)
+        # Every mask the run reads, decoded now: a bad colour stops the run before training, not in a worker.
+        cache = run_dir / "mask_check.json" if run_dir is not None else None
+        check_masks(train, self.train_indices, cache)
+        check_masks(self.val_set, range(len(self.val_set)), cache)
         self.val_description = f"{self.val_split}: {self.val_set.split_description}"
         self.class_colours = [list(c) for c in train.colours]
         if run_dir is not None and self.val_set.val_tiles:
