@@ -237,3 +237,41 @@ def test_mask_check_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     if any(Path(f.image).name == "img2.png" for f in data.files):  # (else img2 was carved out for validation)
         with pytest.raises(ValueError, match="not in the palette"):
             check_masks(data, every, cache)
+
+
+def test_data_check_says_what_went_to_validation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from falsecl.cli import main
+    from falsecl.datasets import FolderDataset
+
+    root = _labelled(tmp_path / "labelled", bad=False)
+    carved = FolderDataset(str(root), split="train").val_tiles
+    assert main(["data", "check", "folder", str(root), "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    assert f"images  : {3 - len(carved)} ({len(carved)} more tile(s) carved out for validation:" in out
+
+
+def test_evaluate_prints_width_x_height(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from torch import nn
+
+    from falsecl.inference import SlidingWindowPredictor
+    from falsecl.inference_cli import evaluate_images
+
+    predictor = SlidingWindowPredictor(nn.Conv2d(3, 2, 1), window=16, overlap=0.0, mean=[0.0] * 3, std=[1.0] * 3)
+    sample = {"image": torch.rand(3, 21, 40), "mask": torch.zeros(21, 40, dtype=torch.long)}
+    evaluate_images(predictor, [sample], 2, progress=True, total=1)
+    assert "image 1/1: 40 x 21 px" in capsys.readouterr().err  # width x height, as `data check` and `predict`
+
+
+def test_pretraining_sources_are_reported_at_start_up(
+    project: Path, pretrain_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from falsecl.cli import main
+
+    monkeypatch.chdir(project)
+    argv = ["pretrain", "--config", SMOKE_PRE, "--data.roots", "[scenes]", "--data.patch_size", "32",
+            "--data.crop_size", "24", "--trainer.enable_progress_bar", "false", "--trainer.max_steps", "1",
+            f"--trainer.default_root_dir={tmp_path / 'pre'}"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "pretraining source folder0-scenes: 2 image(s), 8 patch(es)" in err

@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"falsecl: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, func_name, _ = COMMANDS[args[0]]
+    from falsecl.usage import enable_cli_logging
+
+    enable_cli_logging()  # the sources, counts and exclusions the docs say are logged at start-up
     func: Callable[[list[str]], int] = getattr(importlib.import_module(module_name), func_name)
     return int(func(args[1:]) or 0)
 

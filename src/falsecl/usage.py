@@ -12,6 +12,7 @@ Python 3.12), on the dotted option names and on their last component, so ``--dat
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -88,4 +89,32 @@ class HintingParser(ShortErrors, ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-__all__ = ["HintingParser", "ShortErrors", "did_you_mean", "option_strings", "unknown_option_message"]
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler writing to whatever ``sys.stderr`` is when a record is emitted (captured streams included)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def enable_cli_logging(level: int = logging.INFO) -> None:
+    """Show falsecl's own log records (sources and their counts, exclusions, checks) on stderr, once.
+
+    Libraries leave logging to the application; the ``falsecl`` command is that application, and the docs
+    promise that the pretraining sources and every exclusion are reported at start-up.
+    """
+    logger = logging.getLogger("falsecl")
+    if any(isinstance(h, _CurrentStderr) for h in logger.handlers):
+        return
+    handler = _CurrentStderr()
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False  # not twice when the caller configured the root logger too
+
+
+__all__ = ["HintingParser", "enable_cli_logging", "ShortErrors", "did_you_mean", "option_strings", "unknown_option_message"]

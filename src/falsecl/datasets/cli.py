@@ -106,7 +106,10 @@ def check(dataset: SegmentationDataset | UnlabeledImagery, out: Any = None) -> d
     print(f"dataset : {type(dataset).__name__} ({dataset.name})", file=out)
     if isinstance(dataset, SegmentationDataset):
         print(f"root    : {dataset.root}   split: {dataset.split}", file=out)
-    print(f"images  : {len(dataset.files)}", file=out)
+    carved = getattr(dataset, "val_tiles", None) if getattr(dataset, "split", None) == "train" else None
+    # A carved validation split takes training tiles away: say so, or "images: 16" looks like 2 went missing.
+    aside = f" ({len(carved)} more tile(s) carved out for validation: {', '.join(carved)})" if carved else ""
+    print(f"images  : {len(dataset.files)}{aside}", file=out)
     print(f"patches : {len(dataset)} (patch size {dataset.patch_size})", file=out)
     size_text = ", ".join(f"{w}x{h} ({n})" for (h, w), n in sorted(sizes.items())[:8])
     more = f" and {len(sizes) - 8} more" if len(sizes) > 8 else ""

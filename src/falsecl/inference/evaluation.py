@@ -170,9 +170,9 @@ def _accumulate(
         sample = item if isinstance(item, EvalSample) else tensor_sample(item["image"], item["mask"], f"image {i}")
         cm += confusion_of_sample(predictor, sample, num_classes, ignore_index)
         n += 1
-        if progress:
+        if progress:  # width x height, as `data check` and `predict` print sizes
             print(
-                f"  image {i + 1}{f'/{total}' if total else ''}: {sample.height} x {sample.width} px, "
+                f"  image {i + 1}{f'/{total}' if total else ''}: {sample.width} x {sample.height} px, "
                 f"{time.perf_counter() - start:.1f} s",
                 file=sys.stderr,
                 flush=True,
