@@ -264,7 +264,11 @@ def test_evaluate_prints_width_x_height(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_pretraining_sources_are_reported_at_start_up(
-    project: Path, pretrain_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    project: Path,
+    pretrain_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from falsecl.cli import main
 

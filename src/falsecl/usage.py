@@ -117,4 +117,11 @@ def enable_cli_logging(level: int = logging.INFO) -> None:
     logger.propagate = False  # not twice when the caller configured the root logger too
 
 
-__all__ = ["HintingParser", "enable_cli_logging", "ShortErrors", "did_you_mean", "option_strings", "unknown_option_message"]
+__all__ = [
+    "HintingParser",
+    "ShortErrors",
+    "did_you_mean",
+    "enable_cli_logging",
+    "option_strings",
+    "unknown_option_message",
+]
