@@ -92,7 +92,7 @@ class HintingParser(ShortErrors, ArgumentParser):
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
     """A handler writing to whatever ``sys.stderr`` is when a record is emitted (captured streams included)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
