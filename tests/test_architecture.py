@@ -136,3 +136,20 @@ def test_falsecl_help_does_not_import_torch() -> None:
 def test_no_module_over_the_limit() -> None:
     sizes = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
     assert {k: v for k, v in sizes.items() if v > MAX_LINES} == {}
+
+
+def test_documented_public_imports_keep_working(monkeypatch) -> None:
+    import importlib
+
+    import pytest
+
+    monkeypatch.delitem(sys.modules, "falsecl.inference_cli", raising=False)
+    with pytest.warns(DeprecationWarning, match="falsecl.inference.checkpoint"):
+        old = importlib.import_module("falsecl.inference_cli")
+    from falsecl.inference.checkpoint import load_task
+
+    assert old.load_task is load_task
+    from falsecl.datamodules import DEFAULT_SSL_ROOTS, SegmentationDataModule, SSLDataModule  # noqa: F401
+    from falsecl.datasets import grid_windows, segmentation_dataset, window_starts  # noqa: F401
+    from falsecl.inference import SlidingWindowPredictor, window_coverage  # noqa: F401
+    from falsecl.losses import FALSELoss  # noqa: F401
