@@ -77,7 +77,7 @@ def test_documented_command_parses(where: str, command: str, monkeypatch: pytest
     args = [a for a in shlex.split(command)[1:] if a != "..."]
     err = io.StringIO()
     if args[0] == "data":
-        from falsecl.datasets.cli import _parser
+        from falsecl.cli.data import _parser
 
         with contextlib.redirect_stderr(err):
             try:

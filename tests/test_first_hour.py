@@ -25,7 +25,7 @@ def test_pretrain_root_without_dataset_points_to_roots(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``--data.root`` is a labelled dataset's folder: alone, it must not fall back to the bundled data."""
-    from falsecl.tasks.pretrain_cli import main
+    from falsecl.cli.pretrain import main
 
     scenes = _scenes(tmp_path / "scenes")
     monkeypatch.chdir(tmp_path)  # no data/dubai_aerial here: the old fallback died with a traceback
@@ -50,7 +50,7 @@ def test_presets_find_the_bundled_data_from_any_folder(tmp_path: Path, monkeypat
 
 
 def test_a_run_failing_at_start_up_leaves_no_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from falsecl.tasks.pretrain_cli import main
+    from falsecl.cli.pretrain import main
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -102,7 +102,7 @@ FT_ARGS = [
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``<project>/data/small`` (fake Dubai) and ``<project>/runs/ft``, fine-tuned from inside ``<project>``."""
-    from falsecl.tasks.finetune_cli import main as finetune_main
+    from falsecl.cli.finetune import main as finetune_main
     from tests.data.fake_layouts import make_dubai
 
     folder = tmp_path_factory.mktemp("project")
@@ -125,7 +125,7 @@ def test_a_shortened_preset_still_selects_a_checkpoint(project: Path) -> None:
 @pytest.fixture(scope="module")
 def pretrain_run(project: Path) -> Path:
     """``<project>/runs/pre``: two SimCLR steps on two scenes (``pretrain --name``)."""
-    from falsecl.tasks.pretrain_cli import main
+    from falsecl.cli.pretrain import main
 
     _scenes(project / "scenes")
     with pytest.MonkeyPatch.context() as mp:
@@ -142,7 +142,7 @@ def pretrain_run(project: Path) -> Path:
 def test_a_pretraining_checkpoint_is_named_as_such(
     pretrain_run: Path, which: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from falsecl.inference_cli import evaluate_main, predict_main
+    from falsecl.cli.inference import evaluate_main, predict_main
 
     target = {"run": pretrain_run, "ckpt": pretrain_run / "checkpoints" / "last.ckpt",
               "backbone": pretrain_run / "backbone.pt", "copied backbone": tmp_path / "encoder.pt"}[which]  # fmt: skip
@@ -164,7 +164,7 @@ def test_a_run_folder_works_from_another_folder(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The data root was typed relative (``data/small``) inside the project; evaluate from elsewhere."""
-    from falsecl.inference_cli import evaluate_main
+    from falsecl.cli.inference import evaluate_main
     from falsecl.model_card import read_model_card
 
     run = project / "runs" / "ft"
@@ -210,7 +210,7 @@ def _labelled(folder: Path, bad: bool) -> Path:
 
 
 def test_a_bad_mask_stops_fine_tuning_at_start_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from falsecl.tasks.finetune_cli import main as finetune_main
+    from falsecl.cli.finetune import main as finetune_main
 
     root = _labelled(tmp_path / "labelled", bad=True)
     args = [a if a != "data/small" else str(root) for a in FT_ARGS]
@@ -255,7 +255,7 @@ def test_evaluate_prints_width_x_height(capsys: pytest.CaptureFixture[str]) -> N
     from torch import nn
 
     from falsecl.inference import SlidingWindowPredictor
-    from falsecl.inference_cli import evaluate_images
+    from falsecl.inference.evaluation import evaluate_images
 
     predictor = SlidingWindowPredictor(nn.Conv2d(3, 2, 1), window=16, overlap=0.0, mean=[0.0] * 3, std=[1.0] * 3)
     sample = {"image": torch.rand(3, 21, 40), "mask": torch.zeros(21, 40, dtype=torch.long)}

@@ -36,22 +36,22 @@ def _short_error(err: str, typo: str, fix: str) -> None:
 
 
 def test_pretrain_mistyped_option(capsys: pytest.CaptureFixture[str]) -> None:
-    from falsecl.tasks.pretrain_cli import main
+    from falsecl.cli.pretrain import main
 
     assert main(["--config", SMOKE_PRE, "--data.bach_size", "4", "--print_config"]) == 2
     _short_error(capsys.readouterr().err, "--data.bach_size", "--data.batch_size")
 
 
 def test_finetune_mistyped_option(capsys: pytest.CaptureFixture[str]) -> None:
-    from falsecl.tasks.finetune_cli import main
+    from falsecl.cli.finetune import main
 
     assert main(["--config", SMOKE_FT, "--data.label_fractoin", "0.1", "--print_config"]) == 2
     _short_error(capsys.readouterr().err, "--data.label_fractoin", "--data.label_fraction")
 
 
 def test_evaluate_predict_benchmark_mistyped_option(capsys: pytest.CaptureFixture[str]) -> None:
-    from falsecl.benchmark.cli import main as benchmark_main
-    from falsecl.inference_cli import evaluate_main, predict_main
+    from falsecl.cli.benchmark import main as benchmark_main
+    from falsecl.cli.inference import evaluate_main, predict_main
 
     assert evaluate_main(["--checkpont", "runs/x"]) == 2
     _short_error(capsys.readouterr().err, "--checkpont", "--checkpoint")

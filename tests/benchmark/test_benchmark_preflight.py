@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from falsecl.benchmark.cli import main
+from falsecl.cli.benchmark import main
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,8 @@ root that does not exist used to surface only when the cell that needed it start
 parses each pretraining config with its arguments and the fine-tuning config with each method's arguments,
 exactly as the cells will (``--print_config``, in-process, nothing trained), resolves the data each one reads,
 and reports every problem at once. ``falsecl benchmark`` runs it before the matrix (and ``--dry_run`` prints
-what it found); :func:`checked_run_benchmark` is that command's entry point.
+what it found) through :func:`checked`, which the command line gives its own parsers (this module does not import
+the command line).
 """
 
 from __future__ import annotations
@@ -60,11 +61,18 @@ def _pretraining_data(data: dict[str, Any], where: str, problems: list[str]) -> 
     return "; ".join(parts) or "nothing"
 
 
+#: A command's ``main(argv) -> exit code`` (``falsecl pretrain`` / ``finetune``), given by the command line so
+#: that this module does not import it.
+CommandMain = Callable[[list[str]], int]
+
+
 def check_benchmark(
     methods: Sequence[Method],
     finetune_config: str,
-    pretrain_args: Sequence[str] | None = None,
-    finetune_args: Sequence[str] | None = None,
+    pretrain_args: Sequence[str] | None,
+    finetune_args: Sequence[str] | None,
+    pretrain_main: CommandMain,
+    finetune_main: CommandMain,
     finetunes: bool = True,
 ) -> list[str]:
     """Parse every config the matrix will use and check every data folder; the plan in words.
@@ -74,6 +82,8 @@ def check_benchmark(
         finetune_config: The fine-tuning YAML (its data section is also the probe's).
         pretrain_args: Extra arguments of every pretraining.
         finetune_args: Extra arguments of every fine-tuning.
+        pretrain_main: ``falsecl pretrain``'s entry point (parses with ``--print_config``, trains nothing).
+        finetune_main: ``falsecl finetune``'s entry point.
         finetunes: Whether fine-tuning cells will run (their arguments are then parsed too).
 
     Returns:
@@ -82,9 +92,6 @@ def check_benchmark(
     Raises:
         ValueError: Listing every problem found (missing file, parse error, missing data folder).
     """
-    from falsecl.tasks.finetune_cli import main as finetune_main
-    from falsecl.tasks.pretrain_cli import main as pretrain_main
-
     problems: list[str] = []
     lines: list[str] = []
     labelled = "?"
@@ -120,25 +127,36 @@ def check_benchmark(
     return lines
 
 
-@functools.wraps(run_benchmark)
-def checked_run_benchmark(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-    """:func:`run_benchmark` after :func:`check_benchmark` (not for ``report_only``, which runs nothing)."""
-    if args:
-        raise TypeError("checked_run_benchmark takes keyword arguments (as the command line gives them)")
-    if not kwargs.get("report_only"):
-        methods = [m if isinstance(m, Method) else Method(**m) for m in kwargs["methods"]]
-        keep = kwargs.get("select_methods")
-        chosen = [m for m in methods if keep is None or m.name in keep]
-        fractions = kwargs.get("label_fractions")
-        plan = check_benchmark(
-            chosen,
-            kwargs.get("finetune_config", "configs/finetune/cpu_quick.yaml"),
-            kwargs.get("pretrain_args"),
-            kwargs.get("finetune_args"),
-            finetunes=fractions is None or bool(fractions),
-        )
-        print("data each method's cells read (checked):\n  " + "\n  ".join(plan), flush=True)
-    return run_benchmark(**kwargs)
+def checked(pretrain_main: CommandMain, finetune_main: CommandMain) -> Callable[..., list[dict[str, Any]]]:
+    """:func:`run_benchmark` preceded by :func:`check_benchmark` (not for ``report_only``, which runs nothing).
+
+    Args:
+        pretrain_main: ``falsecl pretrain``'s entry point.
+        finetune_main: ``falsecl finetune``'s entry point.
+
+    Returns:
+        A function with :func:`run_benchmark`'s signature and docstring (the command's options and help).
+    """
+
+    @functools.wraps(run_benchmark)
+    def checked_run_benchmark(**kwargs: Any) -> list[dict[str, Any]]:
+        if not kwargs.get("report_only"):
+            methods = [m if isinstance(m, Method) else Method(**m) for m in kwargs["methods"]]
+            keep = kwargs.get("select_methods")
+            fractions = kwargs.get("label_fractions")
+            plan = check_benchmark(
+                [m for m in methods if keep is None or m.name in keep],
+                kwargs.get("finetune_config", "configs/finetune/cpu_quick.yaml"),
+                kwargs.get("pretrain_args"),
+                kwargs.get("finetune_args"),
+                pretrain_main,
+                finetune_main,
+                finetunes=fractions is None or bool(fractions),
+            )
+            print("data each method's cells read (checked):\n  " + "\n  ".join(plan), flush=True)
+        return run_benchmark(**kwargs)
+
+    return checked_run_benchmark
 
 
-__all__ = ["check_benchmark", "checked_run_benchmark"]
+__all__ = ["CommandMain", "check_benchmark", "checked"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from falsecl.datasets.base import Colour, SampleFiles, SegmentationDataset
+from falsecl.datasets.base import SampleFiles, SegmentationDataset
+from falsecl.datasets.display import Colour
 from falsecl.datasets.errors import DatasetNotFoundError
 
 #: Where the presets and defaults find the vendored data, relative to the repository (or the working folder).

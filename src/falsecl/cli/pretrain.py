@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from falsecl.cli.common import USAGE, Failure, run_reporting
 from falsecl.datamodules import SSLDataModule
 from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision, trainer_precision
 from falsecl.tasks.base import AtomicCheckpointIO, NonFiniteLossError, PretrainTask
@@ -95,22 +96,20 @@ def main(argv: list[str] | None = None) -> int:
         0 on success (also after ``--help`` / ``--print_config``), 1 if the loss became NaN/inf, else the
         parser's exit code.
     """
-    try:
+    def work() -> None:
         with warnings.catch_warnings():
             # `falsecl pretrain ...` passes its own argv; Lightning warns when sys.argv is not empty too.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             cli = _build_cli(argv)
         with removed_on_failed_start(cli.trainer):
             cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
-    except SystemExit as exit_:
+
+    # A diverged loss exits 1; bad data or options (ValueError, FileNotFoundError) exit 2 with their fix.
+    failures = (Failure((NonFiniteLossError,), 1, prefix=""), *USAGE)
+    try:
+        return run_reporting("falsecl pretrain", work, failures)
+    except SystemExit as exit_:  # --help, --print_config, parser errors
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    except NonFiniteLossError as err:
-        print(f"falsecl pretrain: {err}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError) as err:  # bad data or options: the message says the fix
-        print(f"falsecl pretrain: error: {err}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def _build_cli(argv: list[str] | None) -> PretrainCLI:
@@ -127,7 +126,3 @@ def _build_cli(argv: list[str] | None) -> PretrainCLI:
         parser_class=HintingLightningParser,
         parser_kwargs={"prog": "falsecl pretrain", "description": "Self-supervised pretraining (FALSE)."},
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

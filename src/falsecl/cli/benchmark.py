@@ -1,4 +1,4 @@
-"""``falsecl benchmark``: run the experiment matrix from a YAML config (see :func:`run_benchmark`).
+"""``falsecl benchmark``: run the experiment matrix from a YAML config (:func:`falsecl.benchmark.runner.run_benchmark`).
 
 Every config and data folder is checked before the first cell (:mod:`falsecl.benchmark.preflight`).
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from falsecl.benchmark.preflight import checked_run_benchmark
+from falsecl.cli.common import BENCHMARK, run_function
 
 _NARROW = {"--methods": "--select_methods", "--fractions": "--select_fractions", "--seeds": "--select_seeds"}
 
@@ -42,18 +42,10 @@ def narrow_args(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``falsecl benchmark --config configs/benchmark/<name>.yaml``; returns the exit code."""
-    from jsonargparse import auto_cli
-
-    from falsecl.usage import HintingParser
+    from falsecl.benchmark.preflight import checked
+    from falsecl.cli.finetune import main as finetune_main
+    from falsecl.cli.pretrain import main as pretrain_main
 
     args = narrow_args(list(argv) if argv is not None else sys.argv[1:])
-    try:
-        auto_cli(
-            checked_run_benchmark, args=args, as_positional=False, prog="falsecl benchmark", parser_class=HintingParser
-        )
-    except SystemExit as exit_:  # --help, parse errors
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    except (RuntimeError, ValueError, FileNotFoundError) as err:
-        print(f"falsecl benchmark: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    # run_benchmark after the start-up check of every config, option and data folder
+    return run_function(checked(pretrain_main, finetune_main), args, "falsecl benchmark", BENCHMARK)
