@@ -30,7 +30,7 @@ from falsecl.datasets.subsets import (
     load_ids,
     save_ids,
 )
-from falsecl.datasets.unlabeled import is_vaihingen
+from falsecl.datasets.heldout import is_vaihingen, summarise
 from falsecl.transforms import SegmentationAugmentation, SSLAugmentation, normalize
 
 log = logging.getLogger(__name__)
@@ -210,13 +210,15 @@ class SSLDataModule(LightningDataModule):
             if cls.name == "folder":
                 kwargs["palette"] = self.palette
             labelled = cls(cast(str, self.root), **kwargs)
+            dropped: list[tuple[Path, str]] = []
             if not self.include_held_out:
                 labelled, dropped = without_held_out(labelled)
                 if dropped:
-                    log.info("official test tiles left out of pretraining: %s", ", ".join(dropped))
+                    log.warning("pretraining on %s: %s", cls.name, summarise(dropped))
             if self.split != "train":
                 log.warning("pretraining on the %r split of %s, not its training split", self.split, cls.name)
-            sources.append(PretrainSource(f"{self.dataset_name}-{self.split}", Path(cast(str, self.root)), labelled))
+            name = f"{self.dataset_name}-{self.split}"
+            sources.append(PretrainSource(name, Path(cast(str, self.root)), labelled, tuple(dropped)))
         roots = list(self.roots)
         for extra in self.extra_roots:
             if Path(extra).exists():

@@ -21,9 +21,10 @@ from torch.utils.data import Dataset
 
 from falsecl.datasets.base import SegmentationDataset
 from falsecl.datasets.errors import DatasetError
+from falsecl.datasets.heldout import HeldOutRules, summarise
 from falsecl.datasets.io import IGNORE_INDEX
 from falsecl.datasets.tiling import Patch
-from falsecl.datasets.unlabeled import UnlabeledImagery, held_out_tile
+from falsecl.datasets.unlabeled import UnlabeledImagery
 
 
 def majority_class(mask: NDArray[Any], num_classes: int) -> int:
@@ -43,11 +44,20 @@ class PretrainSource:
             ``"folder0-<folder name>"``).
         root: The folder its image paths are relative to.
         dataset: Its patches: a labelled dataset (masks give ``"majority"``) or unlabeled imagery.
+        excluded: Held-out images left out of a labelled source, with the reason (unlabeled imagery keeps its
+            own in ``dataset.excluded``).
     """
 
     name: str
     root: Path
     dataset: SegmentationDataset | UnlabeledImagery
+    excluded: tuple[tuple[Path, str], ...] = ()
+
+    @property
+    def exclusions(self) -> list[tuple[Path, str]]:
+        """Every held-out image left out of this source, with the reason."""
+        own = self.dataset.excluded if isinstance(self.dataset, UnlabeledImagery) else []
+        return list(self.excluded) + list(own)
 
     @property
     def labelled(self) -> bool:
@@ -71,21 +81,27 @@ class PretrainSource:
         return out
 
 
-def without_held_out(dataset: SegmentationDataset) -> tuple[SegmentationDataset, list[str]]:
-    """The dataset minus images that are official ISPRS test tiles by name (e.g. in a flat ``all`` split).
+def without_held_out(dataset: SegmentationDataset) -> tuple[SegmentationDataset, list[tuple[Path, str]]]:
+    """The dataset minus held-out images (:mod:`falsecl.datasets.heldout`), e.g. test crops in a flat ``all``.
 
     Returns:
-        The (re-tiled) dataset, or ``dataset`` itself when nothing is dropped, and the dropped tiles.
+        The (re-tiled) dataset, or ``dataset`` itself when nothing is dropped, and the dropped images with the
+        reason.
+
+    Raises:
+        DatasetError: Every image is held out.
     """
-    keep = [i for i, f in enumerate(dataset.files) if held_out_tile(f.image.name) is None]
-    if len(keep) == len(dataset.files):
+    rules = HeldOutRules()
+    reasons = [rules.reason(f.image, []) for f in dataset.files]
+    keep = [i for i, r in enumerate(reasons) if r is None]
+    dropped = [(f.image, r) for f, r in zip(dataset.files, reasons, strict=True) if r is not None]
+    if not dropped:
         return dataset, []
     if not keep:
         raise DatasetError(
-            f"every image of {type(dataset).__name__} under {dataset.root} (split {dataset.split!r}) is an official "
-            "test tile. Fix: pretrain on the training split, or pass include_held_out=True knowingly."
+            f"every image of {type(dataset).__name__} under {dataset.root} (split {dataset.split!r}) is held out "
+            f"({summarise(dropped)}). Fix: pretrain on the training split, or pass allow_held_out=True knowingly."
         )
-    dropped = sorted({str(held_out_tile(f.image.name)) for f in dataset.files} - {"None"})
     clone = object.__new__(type(dataset))
     clone.__dict__.update(dataset.__dict__)
     clone.files = [dataset.files[i] for i in keep]
@@ -184,17 +200,25 @@ class PretrainImagery(Dataset[dict[str, Tensor]]):
         }
 
     def summary(self) -> list[str]:
-        """One line per source: name, root, image and patch counts."""
-        return [
-            f"{src.name}: {len(src.image_paths)} image(s), {len(src.dataset)} patch(es) from {src.root.resolve()}"
-            for src in self.sources
-        ]
+        """One line per source: name, root, image and patch counts, and what was left out."""
+        out = []
+        for src in self.sources:
+            line = f"{src.name}: {len(src.image_paths)} image(s), {len(src.dataset)} patch(es) from {src.root.resolve()}"
+            left = summarise(src.exclusions)
+            out.append(line + (f"; {left}" if left else ""))
+        return out
 
     def write_image_list(self, path: str | Path) -> None:
-        """Write ``pretrain_images.txt``: a ``#`` comment per source, then ``<source>:<relative path>`` per image."""
+        """Write ``pretrain_images.txt``.
+
+        A ``#`` comment per source (counts, exclusions), ``# excluded <source>:<path> (<reason>)`` per held-out
+        image left out, then ``<source>:<relative path>`` per image used.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = [f"# {line}" for line in self.summary()]
+        for src in self.sources:
+            lines += [f"# excluded {src.name}:{p} ({why})" for p, why in src.exclusions]
         for src in self.sources:
             lines += [f"{src.name}:{rel}" for rel in src.relative_paths()]
         path.write_text("\n".join(lines) + "\n")
