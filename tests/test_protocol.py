@@ -165,3 +165,34 @@ def test_datamodule_records_how_validation_was_chosen(tmp_path):
     assert dm.class_colours[1] == [0, 0, 255]
     dubai = _setup(tmp_path / "d", **_kwargs(fakes.make_dubai(tmp_path / "dubai", size=(32, 32))))
     assert dubai.val_description == "val: the 'val' split: 1 tile(s): tile2"
+
+
+# ------------------------------------------------------------ training never sees held-out data (issue 17.1)
+def test_training_on_test_crops_or_validating_on_training_data_is_refused(tmp_path):
+    flat = fakes.make_mmseg(tmp_path / "flat", splits=None, size=32)
+    fakes.write_png(flat / "img_dir" / "2_13_0_0_32_32.png", fakes.rgb_image(32, 32, 5))
+    fakes.write_png(flat / "ann_dir" / "2_13_0_0_32_32.png", fakes.class_map(32, 32, 7, 5).astype("uint8"))
+    kw = {"dataset": "isprs_mmseg", "root": str(flat), "train_split": "all", "val_split": "all", "patch_size": 16}
+    with pytest.raises(DatasetError, match=r"share 3 image\(s\).*official ISPRS test tile.*potsdam 2_13.*allow_held_out"):
+        _setup(tmp_path / "r1", **kw)
+    dubai = fakes.make_dubai(tmp_path / "dubai", per_tile=1, size=(32, 32))
+    with pytest.raises(DatasetError, match=r"training split .test. holds 2 image.*Tile 3.*of the test split"):
+        _setup(tmp_path / "r2", **_kwargs(dubai, train_split="test"))
+    with pytest.raises(DatasetError, match=r"validation split .test. holds 2 image.*of the test split, so the checkpoint"):
+        _setup(tmp_path / "r3", **_kwargs(dubai, val_split="test"))
+    allowed = _setup(tmp_path / "r4", **kw, allow_held_out=True)
+    assert "share 3 image(s)" in allowed.held_out_override and allowed.hparams["allow_held_out"] is True
+    assert "HELD-OUT DATA ALLOWED" in allowed.val_description
+    assert _setup(tmp_path / "r5", **_kwargs(dubai)).held_out_override is None
+
+
+def test_pretraining_on_a_test_split_is_refused(tmp_path):
+    from falsecl.datamodules import SSLDataModule
+
+    dubai = fakes.make_dubai(tmp_path / "dubai", per_tile=1, size=(32, 32))
+    dm = SSLDataModule(dataset="dubai", root=str(dubai), split="test", patch_size=16, crop_size=8)
+    with pytest.raises(DatasetError, match=r"held out.*dubai test"):
+        dm.setup("fit")
+    ok = SSLDataModule(dataset="dubai", root=str(dubai), split="test", patch_size=16, crop_size=8, allow_held_out=True)
+    ok.setup("fit")
+    assert len(ok.dataset.files) == 2

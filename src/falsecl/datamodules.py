@@ -30,7 +30,8 @@ from falsecl.datasets.subsets import (
     load_ids,
     save_ids,
 )
-from falsecl.datasets.heldout import is_vaihingen, summarise
+from falsecl.datasets.errors import DatasetNotFoundError
+from falsecl.datasets.heldout import is_vaihingen, split_problems, summarise
 from falsecl.transforms import SegmentationAugmentation, SSLAugmentation, normalize
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class SSLDataModule(LightningDataModule):
         roots: Image folders/files (recursive). Default: ``data/dubai_aerial`` when no ``dataset`` is given
             (none otherwise), of which only the training tiles are used (Dubai val/test tiles, the official
             Potsdam/Vaihingen test tiles by name, and test/val folders never enter pretraining unless
-            ``include_held_out``).
+            ``allow_held_out``).
         extra_roots: Optional extra pools, used only when they exist (default: none).
         dataset: A labelled dataset name (``dubai``, ``potsdam``, ``loveda``, ``folder`` ...) whose ``split``
             is used as a pretraining source, found with the dataset's own file discovery.
@@ -97,7 +98,8 @@ class SSLDataModule(LightningDataModule):
         bands: 0-based bands to keep (``None``: all; every image must then have the same count).
         rgb_bands: Which of the kept bands are R, G, B (colour jitter and grayscale luma); ``[]`` if none are.
             ``None``: the labelled dataset's own (none for Vaihingen IR-R-G), else the first three bands.
-        include_held_out: Also use test/validation folders and tiles.
+        allow_held_out: Also use validation/test images (folders, tiles, splits); refused otherwise.
+        include_held_out: Former name of ``allow_held_out`` (kept for old configs).
         crop_scale: Area range of the random resized crop.
         color_strength: RGB colour-jitter strength ``s`` (SimCLR's is 1.0; moderate 0.5 by default).
         color_p: Probability of colour jitter.
@@ -126,7 +128,8 @@ class SSLDataModule(LightningDataModule):
         num_workers: int = 0,
         bands: list[int] | None = None,
         rgb_bands: list[int] | None = None,
-        include_held_out: bool = False,
+        allow_held_out: bool = False,
+        include_held_out: bool | None = None,
         crop_scale: tuple[float, float] = (0.2, 1.0),
         color_strength: float = 0.5,
         color_p: float = 0.8,
@@ -150,7 +153,8 @@ class SSLDataModule(LightningDataModule):
         self.extra_roots = list(extra_roots) if extra_roots is not None else list(DEFAULT_EXTRA_ROOTS)
         self.patch_size, self.stride, self.crop_size = patch_size, stride, crop_size
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.bands, self.rgb_bands, self.include_held_out = bands, rgb_bands, include_held_out
+        self.bands, self.rgb_bands = bands, rgb_bands
+        self.include_held_out = bool(allow_held_out or include_held_out)
         self.crop_scale = tuple(crop_scale)
         self.color_strength, self.color_p = color_strength, color_p
         self.band_brightness, self.band_contrast = band_brightness, band_contrast
@@ -303,6 +307,9 @@ class SegmentationDataModule(LightningDataModule):
         val_split: Split name used for validation.
         stats_path: JSON cache of band statistics (``None``: next to the run when a trainer is attached).
         stats_patches: Patches sampled for the statistics.
+        allow_held_out: Proceed although training touches held-out data or validation overlaps training
+            (refused otherwise); the run then records what was allowed (:attr:`held_out_override`, in the
+            checkpoint as ``data_held_out_override`` and in ``val_description``).
     """
 
     def __init__(
@@ -330,6 +337,7 @@ class SegmentationDataModule(LightningDataModule):
         val_split: str = "val",
         stats_path: str | None = None,
         stats_patches: int = 256,
+        allow_held_out: bool = False,
     ) -> None:
         super().__init__()
         if dataset not in SEGMENTATION_DATASETS:
@@ -351,6 +359,9 @@ class SegmentationDataModule(LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.train_split, self.val_split = train_split, val_split
         self.stats_path, self.stats_patches = stats_path, stats_patches
+        self.allow_held_out = allow_held_out
+        #: What held-out data the run was allowed to touch (``allow_held_out``), in words; None when nothing.
+        self.held_out_override: str | None = None
         self.ignore_index = IGNORE_INDEX
         cls = SEGMENTATION_DATASETS[dataset]
         # Known before setup() for classes with fixed classes (all but 'folder'), so models can be built
@@ -402,6 +413,7 @@ class SegmentationDataModule(LightningDataModule):
         self.mean, self.std = list(stats.mean), list(stats.std)
         self.val_set = self.make_dataset(self.val_split, self.patch_size)
         self.val_description = f"{self.val_split}: {self.val_set.split_description}"
+        self._check_held_out(train)
         self.class_colours = [list(c) for c in train.colours]
         if run_dir is not None and self.val_set.val_tiles:
             # Recorded next to the label subset: which training tiles were held out to choose the checkpoint.
@@ -417,6 +429,26 @@ class SegmentationDataModule(LightningDataModule):
             value_range=stats.max,
             ignore_index=self.ignore_index,
         )
+
+    def _check_held_out(self, train: SegmentationDataset) -> None:
+        """Refuse training on test data or validating on training data, unless ``allow_held_out``."""
+        try:
+            test: SegmentationDataset | None = self.make_dataset("test", None)
+        except (DatasetNotFoundError, ValueError):
+            test = None  # the dataset has no test split here
+        problems = split_problems(train, self.val_set, test)
+        if not problems:
+            return
+        text = "; ".join(problems)
+        if not self.allow_held_out:
+            raise DatasetError(
+                f"{self.dataset_name} under {self.root}: {text}. Fix: train on train_split='train' and validate "
+                "on val_split='val' (docs/data.md, Splits), or pass --data.allow_held_out true to proceed "
+                "knowingly (the run then records it)."
+            )
+        log.warning("allow_held_out: proceeding although %s", text)
+        self.held_out_override = text
+        self.val_description += f" [HELD-OUT DATA ALLOWED: {text}]"
 
     def source_fingerprint(self, train: SegmentationDataset) -> dict[str, Any]:
         """What the training patches are drawn from: recorded with every artefact derived from them."""

@@ -128,5 +128,5 @@ def test_mmseg_crops_of_test_tiles_are_recognised_and_left_out(tmp_path, fakes):
     fakes.write_png(root / "ann_dir" / "2_13_0_0_32_32.png", np.ones((32, 32), np.uint8))
     flat = ISPRSMMSeg(root, "all", patch_size=16)
     kept, dropped = without_held_out(flat)
-    assert dropped == [(root / "img_dir" / "2_13_0_0_32_32.png", "official test tile potsdam 2_13")] and len(kept.files) == 2 and len(kept) == 8 and len(flat) == 12
+    assert dropped == [(root / "img_dir" / "2_13_0_0_32_32.png", "official ISPRS test tile potsdam 2_13")] and len(kept.files) == 2 and len(kept) == 8 and len(flat) == 12
     assert {f.tile for f in kept.files} == {"2_10", "3_11"} and kept[7]["image"].shape == (3, 16, 16)

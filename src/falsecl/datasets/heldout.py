@@ -245,7 +245,7 @@ class HeldOutRules:
         for name in names:
             tile = held_out_tile(name)
             if tile is not None:
-                return f"official test tile {tile}"
+                return f"official ISPRS test tile {tile}"
         for folder in folders:
             if is_held_out_dir(folder):
                 return f"held-out folder {folder}/"
@@ -280,3 +280,57 @@ def summarise(excluded: Iterable[tuple[Path, str]]) -> str:
         return ""
     counts = Counter(reason for _, reason in items)
     return f"{len(items)} held-out image(s) left out: " + ", ".join(f"{r} x {n}" for r, n in sorted(counts.items()))
+
+
+def _shown(paths: Iterable[Path]) -> str:
+    items = sorted(paths)
+    return f"{len(items)} image(s) (e.g. {items[0]})" if items else ""
+
+
+def split_problems(
+    train: SegmentationDataset, val: SegmentationDataset | None, test: SegmentationDataset | None
+) -> list[str]:
+    """What breaks the held-out guarantee of a fine-tuning set-up, in words (empty: nothing).
+
+    The validation split chooses the checkpoint and the test split is what is reported, so: validation must not
+    share images with training, neither may touch the test split, and no official ISPRS test tile (by name) or
+    validation/test image of a recognised layout may be trained on.
+
+    Args:
+        train: The training split.
+        val: The validation split (None: none).
+        test: The dataset's test split (None: it has none).
+
+    Returns:
+        One sentence per problem, naming the overlap.
+    """
+    def images(ds: SegmentationDataset | None) -> set[Path]:
+        return {f.image.resolve() for f in ds.files} if ds is not None else set()
+
+    tr, va, te = images(train), images(val), images(test)
+    problems = []
+    if tr & va and val is not None:
+        problems.append(
+            f"the training split {train.split!r} and the validation split {val.split!r} share {_shown(tr & va)}, "
+            "so the checkpoint would be chosen on training data"
+        )
+    if tr & te:
+        problems.append(f"the training split {train.split!r} holds {_shown(tr & te)} of the test split")
+    if va & te and val is not None:
+        problems.append(
+            f"the validation split {val.split!r} holds {_shown(va & te)} of the test split, so the checkpoint "
+            "would be chosen on the data it is reported on"
+        )
+    rules = HeldOutRules()
+    for what, ds, seen in (("training", train, tr & te), ("validation", val, va & te)):
+        if ds is None:
+            continue
+        flagged: dict[str, list[Path]] = {}
+        for f in ds.files:
+            target = f.image.resolve()
+            reason = None if target in seen else rules.reason(f.image, [])
+            if reason is not None and (what == "training" or "val" not in reason.split()):
+                flagged.setdefault(reason.split(" (")[0], []).append(target)
+        for reason, paths in sorted(flagged.items()):
+            problems.append(f"the {what} split {ds.split!r} holds {_shown(paths)} held out as {reason}")
+    return problems
