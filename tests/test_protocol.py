@@ -51,7 +51,7 @@ def test_rerun_with_other_fraction_or_seed_never_reuses_the_subset(tmp_path, dub
     ]
     fp = load_fingerprint(run / "label_subset_dubai_train_f0.25_s3.txt")
     assert fp["fraction"] == 0.25 and fp["seed"] == 3 and fp["dataset"] == "dubai" and fp["split"] == "train"
-    assert fp["patch_size"] == 32 and fp["num_files"] == 10 and fp["root"] == str(dubai.resolve())
+    assert fp["patch_size"] == 32 and fp["num_files"] == 10 and "root" not in fp and len(fp["files"]) == 16
     assert len(load_ids(run / "label_subset_dubai_train_f0.25_s3.txt")) == 10
     # The same settings reload the same subset.
     assert _setup(run, **_kwargs(dubai, label_fraction=0.25, seed=3)).train_indices == other_seed.train_indices
@@ -80,16 +80,16 @@ def test_band_stats_are_recomputed_when_their_source_changes(tmp_path, dubai):
     other = fakes.make_dubai(tmp_path / "other", per_tile=2, size=(96, 64))
     a = _setup(tmp_path / "a", **_kwargs(dubai, stats_path=str(stats)))
     saved = json.loads(stats.read_text())
-    assert saved["fingerprint"]["root"] == str(dubai.resolve()) and saved["fingerprint"]["patch_size"] == 32
+    assert saved["fingerprint"]["patch_size"] == 32 and str(tmp_path) not in stats.read_text()
     b = _setup(tmp_path / "b", **_kwargs(other, stats_path=str(stats)))  # same bands, other imagery
     assert a.mean != b.mean
-    assert json.loads(stats.read_text())["fingerprint"]["root"] == str(other.resolve())
+    assert json.loads(stats.read_text())["fingerprint"]["files"] != saved["fingerprint"]["files"]
     c = _setup(tmp_path / "c", **_kwargs(other, stats_path=str(stats)))
     assert c.mean == b.mean
     d = _setup(tmp_path / "d", **_kwargs(other, stats_path=str(stats), bands=[2, 1, 0]))
     assert d.mean == b.mean[::-1]
     # A re-run of another dataset in the same run folder stops instead of reusing the other's subset.
-    with pytest.raises(DatasetError, match=r"label_subset_dubai_train_f1_s0\.txt.*root"):
+    with pytest.raises(DatasetError, match=r"label_subset_dubai_train_f1_s0\.txt.*files"):
         _setup(tmp_path / "a", **_kwargs(other))
 
 
@@ -196,3 +196,19 @@ def test_pretraining_on_a_test_split_is_refused(tmp_path):
     ok = SSLDataModule(dataset="dubai", root=str(dubai), split="test", patch_size=16, crop_size=8, allow_held_out=True)
     ok.setup("fit")
     assert len(ok.dataset.files) == 2
+
+
+def test_subset_and_statistics_survive_moving_the_data(tmp_path, dubai):
+    import shutil
+
+    subset, stats = tmp_path / "subset.txt", tmp_path / "stats.json"
+    first = _setup(tmp_path / "a", **_kwargs(dubai, label_fraction=0.25, seed=2, subset_path=str(subset), stats_path=str(stats)))
+    moved = shutil.copytree(dubai, tmp_path / "elsewhere" / "dubai_copy")
+    again = _setup(tmp_path / "b", **_kwargs(moved, label_fraction=0.25, seed=2, subset_path=str(subset), stats_path=str(stats)))
+    assert again.train_indices == first.train_indices
+    assert str(tmp_path) not in subset.read_text() and str(tmp_path) not in stats.read_text()
+    # Changing what defines the patches (here an image's name) still refuses the subset.
+    for sub, ext in (("images", "jpg"), ("masks", "png")):
+        (moved / "Tile 1" / sub / f"image_part_001.{ext}").rename(moved / "Tile 1" / sub / f"image_part_009.{ext}")
+    with pytest.raises(DatasetError, match=r"subset\.txt.*files"):
+        _setup(tmp_path / "c", **_kwargs(moved, label_fraction=0.25, seed=2, subset_path=str(subset)))

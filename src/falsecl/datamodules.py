@@ -23,6 +23,7 @@ from falsecl.datasets.io import IGNORE_INDEX
 from falsecl.datasets.pretrain import PretrainImagery, PretrainSource, without_held_out
 from falsecl.datasets.stats import BandStats, cached_band_stats
 from falsecl.datasets.subsets import (
+    files_digest,
     fingerprint_mismatch,
     ids_to_indices,
     label_fraction_subset,
@@ -180,7 +181,7 @@ class SSLDataModule(LightningDataModule):
             self.dataset.write_image_list(run_dir / "pretrain_images.txt")
         path = self.stats_path or (str(run_dir / "band_stats.json") if run_dir is not None else None)
         fingerprint = {
-            "sources": self.dataset.summary(),
+            "sources": self.dataset.source_digests(),
             "bands": self.bands,
             "patch_size": self.patch_size,
             "stride": self.stride,
@@ -451,10 +452,15 @@ class SegmentationDataModule(LightningDataModule):
         self.val_description += f" [HELD-OUT DATA ALLOWED: {text}]"
 
     def source_fingerprint(self, train: SegmentationDataset) -> dict[str, Any]:
-        """What the training patches are drawn from: recorded with every artefact derived from them."""
+        """What the training patches are drawn from: recorded with every artefact derived from them.
+
+        Not where the data sits: the images' paths relative to the root and their sizes, so moving or copying
+        the data folder keeps the label subset and statistics valid.
+        """
+        sizes = [(f.image, i.height, i.width) for f, i in zip(train.files, train.infos, strict=True)]
         return {
             "dataset": self.dataset_name,
-            "root": str(Path(self.root).resolve()),
+            "files": files_digest(train.root, sizes),
             "split": self.train_split,
             "bands": train.band_indices,
             "patch_size": self.patch_size,

@@ -23,6 +23,7 @@ from falsecl.datasets.base import SegmentationDataset
 from falsecl.datasets.errors import DatasetError
 from falsecl.datasets.heldout import HeldOutRules, summarise
 from falsecl.datasets.io import IGNORE_INDEX
+from falsecl.datasets.subsets import files_digest
 from falsecl.datasets.tiling import Patch
 from falsecl.datasets.unlabeled import UnlabeledImagery
 
@@ -207,6 +208,14 @@ class PretrainImagery(Dataset[dict[str, Tensor]]):
             left = summarise(src.exclusions)
             out.append(line + (f"; {left}" if left else ""))
         return out
+
+    def source_digests(self) -> list[str]:
+        """``"<source>:<digest of relative paths and sizes>"`` per source: what the patches are, not where."""
+        return [
+            f"{src.name}:"
+            + files_digest(src.root, [(p, i.height, i.width) for p, i in zip(src.image_paths, src.dataset.infos, strict=True)])
+            for src in self.sources
+        ]
 
     def write_image_list(self, path: str | Path) -> None:
         """Write ``pretrain_images.txt``.
