@@ -112,6 +112,9 @@ class SSLDataModule(LightningDataModule):
             ``<trainer.default_root_dir>/band_stats.json`` when a trainer is attached.
         stats_patches: Patches sampled for the statistics.
         seed: Seed of the statistics sample.
+        min_valid_fraction: Skip patches with a smaller share of valid pixels (nodata, masks and alpha are
+            invalid, read from each file's GDAL mask); invalid pixels of kept patches are filled with the band
+            mean, and band statistics count valid pixels only.
     """
 
     def __init__(
@@ -141,6 +144,7 @@ class SSLDataModule(LightningDataModule):
         stats_path: str | None = None,
         stats_patches: int = 256,
         seed: int = 0,
+        min_valid_fraction: float = 0.9,
     ) -> None:
         super().__init__()
         if dataset is not None and dataset not in SEGMENTATION_DATASETS:
@@ -161,6 +165,7 @@ class SSLDataModule(LightningDataModule):
         self.band_brightness, self.band_contrast = band_brightness, band_contrast
         self.grayscale_p, self.blur_p = grayscale_p, blur_p
         self.stats_path, self.stats_patches, self.seed = stats_path, stats_patches, seed
+        self.min_valid_fraction = min_valid_fraction
         self.dataset: PretrainImagery | None = None
         self.stats: BandStats | None = None
         self.mean: list[float] = []
@@ -172,7 +177,7 @@ class SSLDataModule(LightningDataModule):
         """Index the patches, compute (or load) band statistics and build the view augmentation."""
         if self.dataset is not None:
             return
-        self.dataset = PretrainImagery(self._sources())
+        self.dataset = PretrainImagery(self._sources(), self.min_valid_fraction)
         for line in self.dataset.summary():
             log.info("pretraining source %s", line)
         self.in_channels = self.dataset.in_channels
@@ -186,6 +191,7 @@ class SSLDataModule(LightningDataModule):
             "patch_size": self.patch_size,
             "stride": self.stride,
             "num_files": len(self.dataset.files),
+            "min_valid_fraction": self.min_valid_fraction,
         }
         self.stats = cached_band_stats(
             self.dataset, path, self.stats_patches, self.seed, bands=self.in_channels, fingerprint=fingerprint
@@ -267,12 +273,23 @@ class SSLDataModule(LightningDataModule):
             raise RuntimeError("SSLDataModule.setup() must run before views can be made")
         return [normalize(self.augment(image), self.mean, self.std) for _ in range(2)]
 
+    def fill_invalid(self, image: Tensor, valid: Tensor) -> Tensor:
+        """Raw batch (B, C, H, W) with invalid pixels (``valid`` (B, H, W) False) set to the band mean."""
+        mean = torch.tensor(self.mean, dtype=image.dtype, device=image.device)[None, :, None, None]
+        return torch.where(valid[:, None], image, mean)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Turn raw training batches into ``{"views": [v0, v1], "index", "majority"}``; others are normalised."""
+        """Turn raw training batches into ``{"views": [v0, v1], "index", "majority"}``; others are normalised.
+
+        Invalid pixels (nodata, masks, padding) are first set to the band mean, so they normalise to 0.
+        """
+        image = batch["image"]
+        if "valid" in batch:
+            image = self.fill_invalid(image, batch["valid"])
         if _training(self):
             meta = {k: v for k, v in batch.items() if k in ("index", "majority")}
-            return {"views": self.make_views(batch["image"]), **meta}
-        return {**batch, "image": normalize(batch["image"], self.mean, self.std)}
+            return {"views": self.make_views(image), **meta}
+        return {**batch, "image": normalize(image, self.mean, self.std)}
 
 
 class SegmentationDataModule(LightningDataModule):
