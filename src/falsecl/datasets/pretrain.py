@@ -29,6 +29,7 @@ from falsecl.datasets.errors import DatasetError
 from falsecl.datasets.heldout import HeldOutRules, summarise
 from falsecl.datasets import io
 from falsecl.datasets.io import IGNORE_INDEX, is_tiff
+from falsecl.datasets.readspeed import warn_slow_layouts
 from falsecl.datasets.subsets import files_digest
 from falsecl.datasets.tiling import Patch
 from falsecl.datasets.unlabeled import UnlabeledImagery
@@ -183,6 +184,7 @@ class PretrainImagery(Dataset[dict[str, Tensor]]):
         if not 0.0 <= min_valid_fraction <= 1.0:
             raise ValueError(f"min_valid_fraction must be in [0, 1], got {min_valid_fraction}")
         self.min_valid_fraction = min_valid_fraction
+        warn_slow_layouts(p for src in self.sources for p in src.image_paths)
         self._invalid: dict[Path, bool] = {}
         #: Patches skipped per source for too few valid pixels.
         self.skipped: list[int] = []
