@@ -18,7 +18,7 @@ from falsecl.datasets import io
 
 log = logging.getLogger(__name__)
 
-#: Decoded bytes of one strip above which reading patches out of it is slow (4x a 256 x 256 x 4-band patch).
+#: Decoded bytes of one strip from which reading patches out of it is slow (4x a 256 x 256 x 4-band patch).
 HUGE_STRIP_BYTES = 1 << 20
 _warned: set[Path] = set()
 
@@ -40,7 +40,7 @@ def slow_strip_layout(path: Path) -> str | None:
     rows, cols = src.block_shapes[0]
     interleaved = 1 if src.interleaving is not None and src.interleaving.name == "BAND" else src.count
     strip_bytes = rows * cols * interleaved * np.dtype(src.dtypes[0]).itemsize
-    if strip_bytes <= HUGE_STRIP_BYTES:
+    if strip_bytes < HUGE_STRIP_BYTES:
         return None
     name = src.compression.name.lower()
     if rows >= src.height:
