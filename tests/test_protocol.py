@@ -176,12 +176,12 @@ def test_training_on_test_crops_or_validating_on_training_data_is_refused(tmp_pa
     fakes.write_png(flat / "img_dir" / "2_13_0_0_32_32.png", fakes.rgb_image(32, 32, 5))
     fakes.write_png(flat / "ann_dir" / "2_13_0_0_32_32.png", fakes.class_map(32, 32, 7, 5).astype("uint8"))
     kw = {"dataset": "isprs_mmseg", "root": str(flat), "train_split": "all", "val_split": "all", "patch_size": 16}
-    with pytest.raises(DatasetError, match=r"share 3 image\(s\).*official ISPRS test tile.*potsdam 2_13.*allow_held_out"):
+    with pytest.raises(DatasetError, match=r"share 3 image\(s\).*ISPRS test tile.*potsdam 2_13.*allow_held_out"):
         _setup(tmp_path / "r1", **kw)
     dubai = fakes.make_dubai(tmp_path / "dubai", per_tile=1, size=(32, 32))
     with pytest.raises(DatasetError, match=r"training split .test. holds 2 image.*Tile 3.*of the test split"):
         _setup(tmp_path / "r2", **_kwargs(dubai, train_split="test"))
-    with pytest.raises(DatasetError, match=r"validation split .test. holds 2 image.*of the test split, so the checkpoint"):
+    with pytest.raises(DatasetError, match=r"validation split .test. holds 2 image.*test split, so the checkpoint"):
         _setup(tmp_path / "r3", **_kwargs(dubai, val_split="test"))
     allowed = _setup(tmp_path / "r4", **kw, allow_held_out=True)
     assert "share 3 image(s)" in allowed.held_out_override and allowed.hparams["allow_held_out"] is True
@@ -205,9 +205,10 @@ def test_subset_and_statistics_survive_moving_the_data(tmp_path, dubai):
     import shutil
 
     subset, stats = tmp_path / "subset.txt", tmp_path / "stats.json"
-    first = _setup(tmp_path / "a", **_kwargs(dubai, label_fraction=0.25, seed=2, subset_path=str(subset), stats_path=str(stats)))
+    kw = {"label_fraction": 0.25, "seed": 2, "subset_path": str(subset), "stats_path": str(stats)}
+    first = _setup(tmp_path / "a", **_kwargs(dubai, **kw))
     moved = shutil.copytree(dubai, tmp_path / "elsewhere" / "dubai_copy")
-    again = _setup(tmp_path / "b", **_kwargs(moved, label_fraction=0.25, seed=2, subset_path=str(subset), stats_path=str(stats)))
+    again = _setup(tmp_path / "b", **_kwargs(moved, **kw))
     assert again.train_indices == first.train_indices
     assert str(tmp_path) not in subset.read_text() and str(tmp_path) not in stats.read_text()
     # Changing what defines the patches (here an image's name) still refuses the subset.

@@ -18,7 +18,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from falsecl.datasets import SEGMENTATION_DATASETS, DubaiAerial, SegmentationDataset, UnlabeledImagery
-from falsecl.datasets.errors import DatasetError
+from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
+from falsecl.datasets.heldout import is_vaihingen, split_problems, summarise
 from falsecl.datasets.io import IGNORE_INDEX
 from falsecl.datasets.pretrain import PretrainImagery, PretrainSource, without_held_out
 from falsecl.datasets.stats import BandStats, cached_band_stats
@@ -31,8 +32,6 @@ from falsecl.datasets.subsets import (
     load_ids,
     save_ids,
 )
-from falsecl.datasets.errors import DatasetNotFoundError
-from falsecl.datasets.heldout import is_vaihingen, split_problems, summarise
 from falsecl.transforms import SegmentationAugmentation, SSLAugmentation, normalize
 
 log = logging.getLogger(__name__)

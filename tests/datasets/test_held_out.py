@@ -89,7 +89,8 @@ def _labelled_folder(root, fakes, n=18):
         for i in range(count):
             fakes.write_png(root / split / "images" / f"{split}{i:02d}.png", fakes.rgb_image(16, 16, i))
             fakes.write_png(
-                root / split / "masks" / f"{split}{i:02d}.png", fakes.colour_mask(fakes.class_map(16, 16, 2, i), colours)
+                root / split / "masks" / f"{split}{i:02d}.png",
+                fakes.colour_mask(fakes.class_map(16, 16, 2, i), colours),
             )
     return root
 

@@ -179,7 +179,7 @@ def layout_held_out(name: str, root: Path) -> dict[Path, str]:
     cls = _CLASSES[name]
     for split in ("val", "test"):
         try:
-            ds = cls(str(root), split, patch_size=None)  # type: ignore[arg-type]
+            ds = cls(str(root), split, patch_size=None)
         except DatasetNotFoundError:
             continue  # the layout has no such split
         except (DatasetError, ValueError) as err:
@@ -304,6 +304,7 @@ def split_problems(
     Returns:
         One sentence per problem, naming the overlap.
     """
+
     def images(ds: SegmentationDataset | None) -> set[Path]:
         return {f.image.resolve() for f in ds.files} if ds is not None else set()
 

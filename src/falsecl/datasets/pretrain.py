@@ -24,10 +24,10 @@ from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from falsecl.datasets import io
 from falsecl.datasets.base import SegmentationDataset
 from falsecl.datasets.errors import DatasetError
 from falsecl.datasets.heldout import HeldOutRules, summarise
-from falsecl.datasets import io
 from falsecl.datasets.io import IGNORE_INDEX, is_tiff
 from falsecl.datasets.readspeed import warn_slow_layouts
 from falsecl.datasets.subsets import files_digest
@@ -297,7 +297,8 @@ class PretrainImagery(Dataset[dict[str, Tensor]]):
         """One line per source: name, root, image and patch counts, and what was left out."""
         out = []
         for src, skipped in zip(self.sources, self.skipped, strict=True):
-            line = f"{src.name}: {len(src.image_paths)} image(s), {len(src.dataset)} patch(es) from {src.root.resolve()}"
+            line = f"{src.name}: {len(src.image_paths)} image(s), {len(src.dataset)} patch(es)"
+            line += f" from {src.root.resolve()}"
             if skipped:
                 line += f"; {skipped} patch(es) skipped: valid fraction below {self.min_valid_fraction:g}"
             left = summarise(src.exclusions)
@@ -306,11 +307,11 @@ class PretrainImagery(Dataset[dict[str, Tensor]]):
 
     def source_digests(self) -> list[str]:
         """``"<source>:<digest of relative paths and sizes>"`` per source: what the patches are, not where."""
-        return [
-            f"{src.name}:"
-            + files_digest(src.root, [(p, i.height, i.width) for p, i in zip(src.image_paths, src.dataset.infos, strict=True)])
-            for src in self.sources
-        ]
+        out = []
+        for src in self.sources:
+            sizes = [(p, i.height, i.width) for p, i in zip(src.image_paths, src.dataset.infos, strict=True)]
+            out.append(f"{src.name}:{files_digest(src.root, sizes)}")
+        return out
 
     def write_image_list(self, path: str | Path) -> None:
         """Write ``pretrain_images.txt``.

@@ -52,6 +52,7 @@ def scan_images(root: Path, include_held_out: bool = False) -> ImageScan:
             f"unlabeled imagery root {root} does not exist. Fix: pass an existing folder."
         )
     rules = HeldOutRules()
+    candidates: list[tuple[Path, list[str]]]
     if root.is_file():
         candidates = [(root, [])]
     else:
