@@ -111,3 +111,12 @@ def test_include_held_out_lifts_held_out_rules_not_label_rules(tmp_path, fakes):
     files = find_images(tmp_path, include_held_out=True)
     assert len(files) == 8 and all("images" in p.parts for p in files)
     assert len(find_images(dubai, include_held_out=False)) == 5
+
+
+def test_a_root_is_judged_by_its_name_only_when_that_is_a_split_name(tmp_path, fakes):
+    img = np.zeros((3, 16, 16), np.uint8)
+    for folder in ("Test-Set", "testing", "val_images", "test_scenes_2024", "contest"):
+        fakes.write_geotiff(tmp_path / folder / "a.tif", img)
+    kept = {folder: bool(find_images(tmp_path / folder)) for folder in ("Test-Set", "testing", "val_images")}
+    assert kept == {"Test-Set": False, "testing": False, "val_images": False}
+    assert find_images(tmp_path / "test_scenes_2024") and find_images(tmp_path / "contest")

@@ -66,10 +66,25 @@ def _words(name: str) -> list[str]:
     return [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
 
 
-def is_held_out_dir(name: str) -> bool:
-    """Whether a folder name says it holds a validation or test split (``Test-Set``, ``validation_set`` ...)."""
+#: Words that may accompany a held-out word in a folder that is nothing but a split (``Test-Set``, ``val_images``).
+_SPLIT_FILLER = frozenset({"set", "split", "data", "images", "imgs", "img", "tiles", "rgbir", "rgb", "dir"})
+
+
+def is_held_out_dir(name: str, whole: bool = False) -> bool:
+    """Whether a folder name says it holds a validation or test split (``Test-Set``, ``validation_set`` ...).
+
+    Args:
+        name: The folder name.
+        whole: Require the name to be nothing but a split name (``testing``, ``Test-Set``, ``val_images``), not
+            merely contain one (``test_RGBIR``). Used for the root itself, whose name a user or tool chose
+            (``test_scenes_2024``, pytest's ``test_<name>0``) and which may mean something else.
+    """
     words = _words(name)
-    return bool(HELD_OUT_WORDS.intersection(words)) or "".join(words) in ("holdout", "heldout")
+    if "".join(words) in ("holdout", "heldout"):
+        return True
+    if whole:
+        return bool(HELD_OUT_WORDS.intersection(words)) and set(words) <= HELD_OUT_WORDS | _SPLIT_FILLER
+    return bool(HELD_OUT_WORDS.intersection(words))
 
 
 def is_label_dir(name: str) -> bool:
@@ -231,14 +246,20 @@ class HeldOutRules:
         """Whether ``path`` (found under folders ``dirs``) is a label file, never imagery."""
         return is_label_file(path.name) or any(is_label_dir(d) for d in dirs)
 
-    def reason(self, path: Path, dirs: Sequence[str]) -> str | None:
-        """Why the image ``path`` (found under folders ``dirs``, the root's own name first) is held out, or None.
+    def reason(self, path: Path, dirs: Sequence[str], root_name: str | None = None) -> str | None:
+        """Why the image ``path`` is held out, or None.
 
-        A symlink is judged by its own name and by its resolved target (name, folder, dataset layout).
+        Args:
+            path: The image (a symlink is judged by its own name and by its resolved target: name, folder,
+                dataset layout).
+            dirs: The folders between the root and the image.
+            root_name: The root folder's own name, judged only when it is nothing but a split name.
         """
         target = path.resolve()
         names = [path.name, target.name]
         folders = list(dirs) + ([target.parent.name] if path.is_symlink() else [])
+        if root_name is not None and is_held_out_dir(root_name, whole=True):
+            return f"held-out folder {root_name}/"
         layout = self._layout_reason(target)
         if layout is not None:
             return layout

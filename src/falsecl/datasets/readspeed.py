@@ -35,9 +35,9 @@ def slow_strip_layout(path: Path) -> str | None:
     if not io.is_tiff(path):
         return None
     src = io._rasterio_open(path)
-    if src.is_tiled or src.compression is None:
-        return None
     rows, cols = src.block_shapes[0]
+    if cols < src.width or src.compression is None:  # tiled (strips span the full width), or uncompressed
+        return None
     interleaved = 1 if src.interleaving is not None and src.interleaving.name == "BAND" else src.count
     strip_bytes = rows * cols * interleaved * np.dtype(src.dtypes[0]).itemsize
     if strip_bytes < HUGE_STRIP_BYTES:

@@ -57,16 +57,17 @@ def scan_images(root: Path, include_held_out: bool = False) -> ImageScan:
         candidates = [(root, [])]
     else:
         candidates = [
-            (path, [root.name, *path.relative_to(root).parts[:-1]])
+            (path, list(path.relative_to(root).parts[:-1]))
             for path in sorted(root.rglob("*"))
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
         ]
     scan = ImageScan(root, [], [])
     for path, dirs in candidates:
-        if rules.is_label(path, dirs[1:]) or rules.is_label(path.resolve(), []):
+        if rules.is_label(path, dirs) or rules.is_label(path.resolve(), []):
             scan.labels += 1
             continue
-        reason = None if include_held_out else rules.reason(path, dirs)
+        root_name = root.name if root.is_dir() else None
+        reason = None if include_held_out else rules.reason(path, dirs, root_name)
         if reason is None:
             scan.images.append(path)
         else:
