@@ -1,6 +1,6 @@
 """The pretraining pool: folders of unlabeled imagery and labelled datasets' training splits, masks ignored.
 
-Each source keeps its own file discovery and the shared tiling (:mod:`falsecl.datasets.tiling`); this module
+Each source keeps its own file discovery and the shared tiling (:mod:`falsecl.tiling`); this module
 concatenates them, numbers the patches (``"index"``, which MoCo keeps with queued keys), skips patches that are
 mostly nodata (``min_valid_fraction``), returns each patch's validity (``"valid"``: nodata, masks, alpha and
 padding are invalid) and, for labelled sources, adds the majority class of each patch's mask (``"majority"``,
@@ -31,8 +31,8 @@ from falsecl.datasets.heldout import HeldOutRules, summarise
 from falsecl.datasets.io import IGNORE_INDEX, is_tiff
 from falsecl.datasets.readspeed import warn_slow_layouts
 from falsecl.datasets.subsets import files_digest
-from falsecl.datasets.tiling import Patch
 from falsecl.datasets.unlabeled import UnlabeledImagery
+from falsecl.tiling import Patch
 
 
 def _read_valid_fallback(path: Path, row: int, col: int, height: int, width: int) -> NDArray[np.bool_]:
@@ -140,11 +140,7 @@ def without_held_out(dataset: SegmentationDataset) -> tuple[SegmentationDataset,
             f"every image of {type(dataset).__name__} under {dataset.root} (split {dataset.split!r}) is held out "
             f"({summarise(dropped)}). Fix: pretrain on the training split, or pass allow_held_out=True knowingly."
         )
-    clone = object.__new__(type(dataset))
-    clone.__dict__.update(dataset.__dict__)
-    clone.files = [dataset.files[i] for i in keep]
-    clone.infos = [dataset.infos[i] for i in keep]
-    return clone.with_patch_size(dataset.patch_size, dataset.stride), dropped
+    return dataset.with_images(keep, dataset.patch_size, dataset.stride), dropped
 
 
 class PretrainImagery(Dataset[dict[str, Tensor]]):
