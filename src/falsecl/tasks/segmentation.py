@@ -8,14 +8,10 @@ encoder learning rate (``backbone_lr_factor``) is the other option.
 
 The checkpoint stores everything inference needs in its hyper-parameters: ``in_channels``,
 ``num_classes``, ``class_names``, ``class_colours``, the per-band ``mean``/``std`` of the training data, and
-<<<<<<< HEAD
 what the data was (``data_name``, ``data_root``, ``data_root_as_given``, ``data_bands``, ``data_palette``,
-``data_label_fraction``, ``data_seed``, ``data_val_split``, ``data_val_description``: prefixed, as Lightning
-=======
-what the data was (``data_name``, ``data_root``, ``data_bands``, ``data_palette``, ``data_label_fraction``,
-``data_seed``, ``data_val_split``, ``data_val_description``, ``data_held_out_override``: prefixed, as Lightning
->>>>>>> main
-refuses a module and a datamodule logging the same hyper-parameter name with different values), so
+``data_label_fraction``, ``data_seed``, ``data_val_split``, ``data_val_description``, ``data_held_out_override``:
+prefixed, as Lightning refuses a module and a datamodule logging the same hyper-parameter name with different
+values), so
 ``falsecl evaluate``/``predict`` normalise raw images themselves and score or map them with the right classes.
 Values not given are pulled from the datamodule at ``setup``.
 """
