@@ -44,7 +44,7 @@ def write_scene(
 def pixel_box(col0: float, row0: float, col1: float, row1: float, transform: Affine | None = None) -> Any:
     """A rectangle given in scene pixel coordinates, as a polygon in the scene's CRS."""
     t = transform or scene_transform()
-    return shapely.Polygon([t * (col0, row0), t * (col1, row0), t * (col1, row1), t * (col0, row1)])
+    return shapely.Polygon([t @ (col0, row0), t @ (col1, row0), t @ (col1, row1), t @ (col0, row1)])
 
 
 def write_labels(
@@ -66,8 +66,12 @@ def write_labels(
     path.parent.mkdir(parents=True, exist_ok=True)
     out = list(geoms)
     if crs is not None and crs != source_crs:
-        moved = transform_geom(source_crs, crs, [shapely.geometry.mapping(g) for g in geoms])
-        out = [shapely.geometry.shape(g) for g in moved]
+        out = [
+            g
+            if g is None or g.is_empty
+            else shapely.geometry.shape(transform_geom(source_crs, crs, shapely.geometry.mapping(g)))
+            for g in geoms
+        ]
     wkb = np.array([None if g is None else shapely.to_wkb(g) for g in out], dtype=object)
     data = np.array(list(values), dtype=object if isinstance(values[0], str) else np.int64)
     kwargs: dict[str, Any] = {"layer": layer} if layer else {}

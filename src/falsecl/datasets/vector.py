@@ -144,7 +144,7 @@ def reproject_labels(labels: LabelLayer, crs: Any, transform: Any, height: int, 
     from rasterio.crs import CRS
     from rasterio.warp import transform_bounds, transform_geom
 
-    corners = np.array([transform * (c, r) for r, c in ((0, 0), (0, width), (height, width), (height, 0))])
+    corners = np.array([transform @ (c, r) for r, c in ((0, 0), (0, width), (height, width), (height, 0))])
     footprint = shapely.Polygon(corners)
     src = CRS.from_user_input(labels.crs)
     box = transform_bounds(crs, src, *footprint.bounds, densify_pts=21)
