@@ -14,8 +14,9 @@ import torch
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
+from falsecl.cli.inference import evaluate_main, predict_main
 from falsecl.inference import SlidingWindowPredictor
-from falsecl.inference_cli import evaluate_main, expand_inputs, predict_main
+from falsecl.inference.batch import expand_inputs
 from falsecl.tasks.segmentation import SegmentationTask
 from tests.data.fake_layouts import make_folder
 
