@@ -28,6 +28,7 @@ from falsecl.datasets.subsets import (
     load_ids,
     save_ids,
 )
+from falsecl.datasets.vector import VectorSource
 from falsecl.transforms import SegmentationAugmentation, normalize
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,13 @@ class SegmentationDataModule(LightningDataModule):
         val_split: Split name used for validation.
         stats_path: JSON cache of band statistics (``None``: next to the run when a trainer is attached).
         stats_patches: Patches sampled for the statistics.
+        labels: ``vector`` dataset: the polygon file (GeoPackage, Shapefile, GeoJSON); ``root`` holds the scenes.
+            Its label fraction applies to labelled patches; ``val`` is a spatial block carve.
+        class_field: ``vector``: the attribute holding the class.
+        layer: ``vector``: the layer of a multi-layer file.
+        classes: ``vector``: class names fixing their order, or a palette file (default: sorted field values).
+        make_valid: ``vector``: repair invalid polygons instead of stopping.
+        val_block_size: ``vector``: side of the validation blocks in scene pixels.
     """
 
     def __init__(
@@ -93,6 +101,12 @@ class SegmentationDataModule(LightningDataModule):
         val_split: str = "val",
         stats_path: str | None = None,
         stats_patches: int = 256,
+        labels: str | None = None,
+        class_field: str | None = None,
+        layer: str | None = None,
+        classes: list[str] | str | None = None,
+        make_valid: bool = False,
+        val_block_size: int = 1024,
     ) -> None:
         super().__init__()
         if dataset not in SEGMENTATION_DATASETS:
@@ -115,6 +129,7 @@ class SegmentationDataModule(LightningDataModule):
         self.train_split, self.val_split = train_split, val_split
         self.stats_path, self.stats_patches = stats_path, stats_patches
         self.ignore_index = IGNORE_INDEX
+        self.vector = VectorSource(labels, class_field, layer, classes, make_valid, val_block_size)
         cls = SEGMENTATION_DATASETS[dataset]
         # Known before setup() for classes with fixed classes (all but 'folder'), so models can be built
         # early.
@@ -133,12 +148,10 @@ class SegmentationDataModule(LightningDataModule):
         self.val_set: SegmentationDataset | None = None
         self.augment: SegmentationAugmentation | None = None
 
-    def make_dataset(
-        self, split: str, patch_size: int | None, stride: int | None = None
-    ) -> SegmentationDataset:
+    def make_dataset(self, split: str, patch_size: int | None, stride: int | None = None) -> SegmentationDataset:
         """Build the configured dataset for ``split`` (``patch_size=None``: whole images)."""
         return segmentation_dataset(
-            self.dataset_name, self.root, split, patch_size, stride, self.bands, self.palette
+            self.dataset_name, self.root, split, patch_size, stride, self.bands, self.palette, self.vector
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -188,6 +201,7 @@ class SegmentationDataModule(LightningDataModule):
             "stride": self.stride,
             "num_files": len(train.files),
             "num_patches": len(train),
+            **({"labels": str(Path(self.vector.labels or "").resolve())} if self.dataset_name == "vector" else {}),
         }
 
     def _label_subset(
@@ -229,9 +243,7 @@ class SegmentationDataModule(LightningDataModule):
         """Every patch of the val tiles, in order."""
         if self.val_set is None:
             self.setup("validate")
-        return loader(
-            cast(SegmentationDataset, self.val_set), self.batch_size, self.num_workers, shuffle=False
-        )
+        return loader(cast(SegmentationDataset, self.val_set), self.batch_size, self.num_workers, shuffle=False)
 
     def whole_image_dataset(self, split: str) -> SegmentationDataset:
         """Whole images (raw, not normalised, not tiled) of ``split`` for sliding-window evaluation."""

@@ -103,8 +103,7 @@ class PretrainImagery(Dataset[dict[str, Tensor]]):
     def __init__(self, sources: Sequence[PretrainSource]) -> None:
         if not sources:
             raise DatasetError(
-                "no pretraining source. Fix: pass --data.roots (image folders) and/or --data.dataset with "
-                "--data.root."
+                "no pretraining source. Fix: pass --data.roots (image folders) and/or --data.dataset with --data.root."
             )
         self.sources = list(sources)
         first = self.sources[0]

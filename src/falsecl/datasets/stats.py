@@ -131,9 +131,7 @@ def load_band_stats(path: str | Path) -> BandStats:
             int(raw["num_patches"]),
         )
     except (KeyError, TypeError, ValueError) as err:
-        raise DatasetError(
-            f"band statistics file {path} is malformed ({err}). Fix: delete it to recompute."
-        ) from err
+        raise DatasetError(f"band statistics file {path} is malformed ({err}). Fix: delete it to recompute.") from err
 
 
 def cached_band_stats(

@@ -93,9 +93,7 @@ def find_images(root: Path, include_held_out: bool = False) -> list[Path]:
         DatasetNotFoundError: ``root`` does not exist.
     """
     if not root.exists():
-        raise DatasetNotFoundError(
-            f"unlabeled imagery root {root} does not exist. Fix: pass an existing folder."
-        )
+        raise DatasetNotFoundError(f"unlabeled imagery root {root} does not exist. Fix: pass an existing folder.")
     if root.is_file():
         return [root]
     dubai_train = {f"Tile {t}" for t in DubaiAerial.split_tiles["train"]}
@@ -231,16 +229,12 @@ class UnlabeledImagery(Dataset[dict[str, Tensor]]):
     def read_image(self, index: int) -> NDArray[Any]:
         """Raw pixels (C, patch, patch) of patch ``index`` in the file's dtype."""
         p = self.patches[index]
-        return read_window(
-            self.files[p.image_index], p.row, p.col, p.height, p.width, self.band_indices, fill=0
-        )
+        return read_window(self.files[p.image_index], p.row, p.col, p.height, p.width, self.band_indices, fill=0)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return {"image": torch.from_numpy(self.read_image(index).astype(np.float32))}
 
-    def plot(
-        self, sample: dict[str, Tensor], show_titles: bool = True, suptitle: str | None = None
-    ) -> Figure:
+    def plot(self, sample: dict[str, Tensor], show_titles: bool = True, suptitle: str | None = None) -> Figure:
         """Show a sample's image (first three bands, 2-98 % stretch).
 
         Args:

@@ -19,6 +19,7 @@ tiles of other datasets.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +28,40 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from falsecl.datasets.base import SampleFiles, SegmentationDataset
+from falsecl.datasets.base import SampleFiles, SegmentationDataset, resolve_bands
 from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
 from falsecl.datasets.io import IGNORE_INDEX, ImageInfo, read_info
 from falsecl.datasets.subsets import carve_tiles
-from falsecl.datasets.tiling import POLICIES, PaddingPolicy, Patch, tile_patches
 from falsecl.datasets.vector_labels import LabelLayer, polygonal_part, read_label_layer
+from falsecl.tiling import POLICIES, PaddingPolicy, Patch, tile_patches
 
 #: Raster files taken from a scenes folder.
 SCENE_SUFFIXES = (".tif", ".tiff", ".vrt")
+
+
+@dataclass(frozen=True)
+class VectorSource:
+    """The options of the vector dataset beyond those every dataset has (``--data.labels`` ...).
+
+    Attributes:
+        labels: The vector file.
+        class_field: Attribute holding the class.
+        layer: Layer of a multi-layer file.
+        classes: Class names fixing their order, or a palette file fixing order and colours.
+        make_valid: Repair invalid geometries instead of stopping.
+        val_block_size: Side of the validation blocks in scene pixels.
+    """
+
+    labels: str | None = None
+    class_field: str | None = None
+    layer: str | None = None
+    classes: Sequence[str] | str | None = None
+    make_valid: bool = False
+    val_block_size: int = 1024
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`VectorLabels`."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 def find_scenes(root: str | Path) -> list[Path]:
@@ -205,7 +231,7 @@ class VectorLabels(SegmentationDataset):
         patch_size: int | None = 256,
         stride: int | None = None,
         padding: PaddingPolicy = "flush",
-        bands: Sequence[int] | None = None,
+        bands: str | Sequence[int] | None = None,
         make_valid: bool = False,
         val_block_size: int = 1024,
         val_fraction: float = 0.2,
@@ -221,7 +247,7 @@ class VectorLabels(SegmentationDataset):
             raise ValueError(f"val_block_size ({val_block_size}) must be at least the patch size ({patch_size})")
         self.root, self.split, self.patch_size, self.stride = Path(root), split, patch_size, stride
         self.padding: PaddingPolicy = padding
-        self.band_indices = None if bands is None else [int(b) for b in bands]
+        self.band_indices = resolve_bands(bands, {"rgb": (0, 1, 2)})
         self.block_size, self.block_fraction, self.block_seed = val_block_size, val_fraction, val_seed
         self.labels = read_label_layer(labels, class_field, layer, classes, make_valid)
         self.classes, self.colours = self.labels.classes, self.labels.colours
@@ -329,16 +355,18 @@ class VectorLabels(SegmentationDataset):
             if len(self.scenes[i].geometries)
         ]
 
-    def with_patch_size(self, patch_size: int | None, stride: int | None = None) -> VectorLabels:
-        """A copy re-tiled with another patch size (``None``: whole scenes), same labels and blocks."""
-        clone = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)
-        clone.patch_size, clone.stride = patch_size, stride
+    def with_images(self, keep: Sequence[int], patch_size: int | None, stride: int | None = None) -> VectorLabels:
+        """A view of the scenes ``keep`` tiled anew (``patch_size=None``: whole scenes); same labels and blocks."""
+        view = copy.copy(self)
+        view.files = [self.files[i] for i in keep]
+        view.infos = [self.infos[i] for i in keep]
+        view.scenes = [self.scenes[i] for i in keep]
+        view.patch_size, view.stride = patch_size, stride
         if patch_size is None:
-            clone.patches = clone._whole_scenes()
+            view.patches = view._whole_scenes()
         else:
-            clone.patches = clone._split_patches(clone._labelled_patches(patch_size, stride))
-        return clone
+            view.patches = view._split_patches(view._labelled_patches(patch_size, stride))
+        return view
 
     @property
     def split_description(self) -> str:
@@ -351,9 +379,8 @@ class VectorLabels(SegmentationDataset):
         )
 
     # ------------------------------------------------------------------------------------------ reading
-    def read_mask(self, index: int) -> NDArray[np.int64]:
-        """Class indices ``(h, w)`` of patch ``index``: polygons rasterised now, 255 elsewhere and off-split."""
-        p = self.patches[index]
+    def read_patch_mask(self, p: Patch) -> NDArray[np.int64]:
+        """Class indices ``(h, w)`` of window ``p``: polygons rasterised now, 255 elsewhere and off-split."""
         info = self.infos[p.image_index]
         h, w = max(0, min(p.height, info.height - p.row)), max(0, min(p.width, info.width - p.col))
         mask = np.full((p.height, p.width), IGNORE_INDEX, dtype=np.int64)
