@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from falsecl.datasets.vector import VectorLabels, rasterize_window
+from falsecl.datasets.vector import VectorLabels
+from falsecl.datasets.vector_labels import rasterize_window
 
 #: Side of the blocks a scene is counted in.
 COUNT_BLOCK = 1024

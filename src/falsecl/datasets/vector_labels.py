@@ -1,4 +1,4 @@
-"""Reading sparse polygon labels (GeoPackage, Shapefile, GeoJSON ...) with pyogrio and shapely.
+"""Sparse polygon labels (GeoPackage, Shapefile, GeoJSON ...): read with pyogrio, placed on scenes with shapely.
 
 A practitioner's labels are a handful of polygons digitised in a GIS, each with a class attribute, often in
 another CRS than the imagery. This module reads them once, checks every feature (geometry, class value) and
@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
+from falsecl.datasets.io import IGNORE_INDEX
 
 Colour = tuple[int, int, int]
 #: Features named in one error message before "... and N more".
@@ -226,3 +227,112 @@ def polygonal_part(geom: Any) -> Any:
         return geom
     parts = [p for p in shapely.get_parts(geom) if shapely.get_type_id(p) in (3, 6)]
     return shapely.union_all(parts) if parts else shapely.Polygon()
+
+
+@dataclass
+class SceneLabels:
+    """The polygons of one scene, reprojected to its CRS, in file order.
+
+    Attributes:
+        transform: The scene's affine pixel -> map transform.
+        geometries: ``(M,)`` shapely polygons in the scene's CRS.
+        class_ids: ``(M,)`` class index of each.
+        features: ``(M,)`` position of each in the :class:`LabelLayer` (file order).
+    """
+
+    transform: Any
+    geometries: NDArray[Any]
+    class_ids: NDArray[np.int64]
+    features: NDArray[np.int64]
+    _tree: Any = None
+
+    def query(self, bounds: tuple[float, float, float, float]) -> NDArray[np.int64]:
+        """Positions (ascending, i.e. file order) of polygons whose box meets ``(left, bottom, right, top)``."""
+        import shapely
+
+        if len(self.geometries) == 0:
+            return np.zeros(0, dtype=np.int64)
+        if self._tree is None:
+            self._tree = shapely.STRtree(self.geometries)
+        return np.sort(self._tree.query(shapely.box(*bounds))).astype(np.int64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tree": None}  # rebuilt in each DataLoader worker
+
+
+def rasterize_window(
+    scene: SceneLabels,
+    row: int,
+    col: int,
+    height: int,
+    width: int,
+    values: NDArray[Any] | None = None,
+    fill: int = IGNORE_INDEX,
+    dtype: str = "uint8",
+) -> NDArray[Any]:
+    """Burn the scene's polygons into one window (all-touched off; later features win where they overlap).
+
+    Args:
+        scene: The scene's polygons.
+        row: Top row of the window.
+        col: Left column of the window.
+        height: Window rows.
+        width: Window columns.
+        values: Value burnt for each polygon (default: its class index).
+        fill: Value of pixels outside every polygon.
+        dtype: Output dtype.
+
+    Returns:
+        ``(height, width)`` array.
+    """
+    from rasterio import features, windows
+
+    out = np.full((height, width), fill, dtype=dtype)
+    window = windows.Window(col, row, width, height)
+    bounds = windows.bounds(window, scene.transform)
+    left, bottom, right, top = bounds
+    hits = scene.query((min(left, right), min(bottom, top), max(left, right), max(bottom, top)))
+    if len(hits) == 0:
+        return out
+    burn = scene.class_ids if values is None else values
+    shapes = ((scene.geometries[i], int(burn[i])) for i in hits)
+    transform = windows.transform(window, scene.transform)
+    burnt: NDArray[Any] = features.rasterize(shapes, out=out, transform=transform, all_touched=False)
+    return burnt
+
+
+def reproject_labels(labels: LabelLayer, crs: Any, transform: Any, height: int, width: int) -> SceneLabels:
+    """The polygons of ``labels`` that overlap a scene, reprojected into the scene's CRS.
+
+    Args:
+        labels: The label layer.
+        crs: The scene's CRS (rasterio ``CRS``).
+        transform: The scene's transform.
+        height: Scene rows.
+        width: Scene columns.
+
+    Returns:
+        The scene's polygons, in file order.
+    """
+    import shapely
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_bounds, transform_geom
+
+    corners = np.array([transform @ (c, r) for r, c in ((0, 0), (0, width), (height, width), (height, 0))])
+    footprint = shapely.Polygon(corners)
+    src = CRS.from_user_input(labels.crs)
+    box = transform_bounds(crs, src, *footprint.bounds, densify_pts=21)
+    tree = shapely.STRtree(labels.geometries)
+    candidates = np.sort(tree.query(shapely.box(*box))).astype(np.int64)
+    if len(candidates) and src != crs:
+        moved = transform_geom(src, crs, [shapely.geometry.mapping(g) for g in labels.geometries[candidates]])
+        geoms = np.array([shapely.geometry.shape(g) for g in moved], dtype=object)
+    else:
+        geoms = labels.geometries[candidates]
+    keep = shapely.intersects(geoms, footprint) if len(geoms) else np.zeros(0, dtype=bool)
+    geoms = geoms[keep]
+    # Reprojection can fold a valid ring (near-degenerate slivers); repair those, keeping only areas.
+    broken = ~shapely.is_valid(geoms) if len(geoms) else np.zeros(0, dtype=bool)
+    if broken.any():
+        geoms[broken] = [polygonal_part(shapely.make_valid(g)) for g in geoms[broken]]
+    return SceneLabels(transform, geoms, labels.class_ids[candidates[keep]], candidates[keep])
