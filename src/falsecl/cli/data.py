@@ -41,7 +41,7 @@ def _parser() -> ArgumentParser:
             sub.add_argument("--out", type=str, default="data_plot.png", help="output PNG")
             sub.add_argument("--num", type=int, default=4, help="number of patches to show")
             sub.add_argument("--seed", type=int, default=0, help="seed of the patch choice")
-            sub.add_argument("--scene", type=int, default=0, help="'vector': index of the scene to draw")
+            sub.add_argument("--scene", type=int | None, default=None, help="'vector': scene index (most polygons)")
         subcommands.add_subcommand(name, sub, help=help_)
     return parser
 

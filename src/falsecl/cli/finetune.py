@@ -99,6 +99,7 @@ def main(argv: Sequence[str] | None = None, *, datamodule_class: type[LightningD
         from falsecl.datamodules import SegmentationDataModule
 
         datamodule_class = SegmentationDataModule
+
     def work() -> None:
         with warnings.catch_warnings():
             # The `falsecl` dispatcher passes argv explicitly while sys.argv also holds it; nothing is mixed up.
