@@ -56,7 +56,9 @@ def _check(length: int, size: int, stride: int, policy: str) -> None:
         raise ValueError(f"unknown padding policy {policy!r}; use one of {', '.join(POLICIES)}")
 
 
-def window_starts(length: int, size: int, stride: int | None = None, policy: PaddingPolicy = "flush") -> list[int]:
+def window_starts(
+    length: int, size: int, stride: int | None = None, policy: PaddingPolicy = "flush"
+) -> list[int]:
     """Start offsets of windows of ``size`` pixels covering a side of ``length`` pixels.
 
     Args:
@@ -136,4 +138,6 @@ def tile_patches(
     """
     if size is None:
         return [Patch(index, tile, 0, 0, height, width)]
-    return [Patch(index, tile, r, c, h, w) for r, c, h, w in grid_windows(height, width, size, stride, policy)]
+    return [
+        Patch(index, tile, r, c, h, w) for r, c, h, w in grid_windows(height, width, size, stride, policy)
+    ]

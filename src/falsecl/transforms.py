@@ -68,7 +68,9 @@ def _range_tensor(value_range: float | Sequence[float], c: int, ref: Tensor) -> 
     return r.view(1, c, 1, 1)
 
 
-def random_flip_rot90(*tensors: Tensor, hflip: bool = True, vflip: bool = True, rot90: bool = True) -> list[Tensor]:
+def random_flip_rot90(
+    *tensors: Tensor, hflip: bool = True, vflip: bool = True, rot90: bool = True
+) -> list[Tensor]:
     """Apply the same random flips and 90 degree rotations, drawn per sample, to several aligned tensors.
 
     Exact pixel permutations (no interpolation), so masks stay valid labels.
@@ -91,7 +93,11 @@ def random_flip_rot90(*tensors: Tensor, hflip: bool = True, vflip: bool = True, 
             sel = torch.rand(b, device=device) < 0.5
             out = [torch.where(sel.view(-1, *[1] * (t.ndim - 1)), t.flip(dim), t) for t in out]
     if rot90:
-        k = torch.randint(0, 4, (b,), device=device) if h == w else 2 * torch.randint(0, 2, (b,), device=device)
+        k = (
+            torch.randint(0, 4, (b,), device=device)
+            if h == w
+            else 2 * torch.randint(0, 2, (b,), device=device)
+        )
         for times in (1, 2, 3):
             sel = k == times
             if bool(sel.any()):

@@ -5,9 +5,10 @@ import pytest
 
 from falsecl.datasets import SEGMENTATION_DATASETS, PotsdamTiles, UnlabeledImagery
 from falsecl.datasets.errors import DatasetError
+from falsecl.datasets.heldout import held_out_tile
 from falsecl.datasets.isprs import POTSDAM_TEST, POTSDAM_TRAIN, VAIHINGEN_TEST, VAIHINGEN_TRAIN
 from falsecl.datasets.pretrain import PretrainImagery, PretrainSource, majority_class
-from falsecl.datasets.unlabeled import find_images, held_out_tile
+from falsecl.datasets.unlabeled import find_images
 
 
 def test_official_isprs_test_tiles_are_recognised_by_name():
@@ -116,8 +117,8 @@ def test_majority_reads_each_mask_once(tmp_path, fakes):
 
 def test_mmseg_crops_of_test_tiles_are_recognised_and_left_out(tmp_path, fakes):
     from falsecl.datasets import ISPRSMMSeg
+    from falsecl.datasets.heldout import is_vaihingen
     from falsecl.datasets.pretrain import without_held_out
-    from falsecl.datasets.unlabeled import is_vaihingen
 
     assert held_out_tile("2_13_0_0_512_512.png") == "potsdam 2_13" and held_out_tile("2_10_0_0_512_512.png") is None
     assert held_out_tile("area2_0_512_512_1024.png") == "vaihingen area 2"
@@ -127,5 +128,6 @@ def test_mmseg_crops_of_test_tiles_are_recognised_and_left_out(tmp_path, fakes):
     fakes.write_png(root / "ann_dir" / "2_13_0_0_32_32.png", np.ones((32, 32), np.uint8))
     flat = ISPRSMMSeg(root, "all", patch_size=16)
     kept, dropped = without_held_out(flat)
-    assert dropped == ["potsdam 2_13"] and len(kept.files) == 2 and len(kept) == 8 and len(flat) == 12
+    assert dropped == [(root / "img_dir" / "2_13_0_0_32_32.png", "official ISPRS test tile potsdam 2_13")]
+    assert len(kept.files) == 2 and len(kept) == 8 and len(flat) == 12
     assert {f.tile for f in kept.files} == {"2_10", "3_11"} and kept[7]["image"].shape == (3, 16, 16)

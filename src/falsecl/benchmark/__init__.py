@@ -5,4 +5,5 @@ from falsecl.benchmark.report import summarize, write_report
 from falsecl.benchmark.runner import run_benchmark
 from falsecl.benchmark.stats import paired_difference, verdict
 
-__all__ = ["Cell", "Method", "paired_difference", "plan_cells", "run_benchmark", "summarize", "verdict", "write_report"]
+__all__ = ["Cell", "Method", "paired_difference", "plan_cells", "run_benchmark", "summarize", "verdict",
+           "write_report"]

@@ -49,10 +49,8 @@ class Cell:
     @property
     def slug(self) -> str:
         """Folder of the cell, relative to the benchmark's output folder."""
-        return (
-            f"{self.method}/{self.protocol}/labels{100 * self.label_fraction:g}pct"
-            f"_pre{self.pretrain_seed}_ft{self.finetune_seed}"
-        )
+        return (f"{self.method}/{self.protocol}/labels{100 * self.label_fraction:g}pct"
+                f"_pre{self.pretrain_seed}_ft{self.finetune_seed}")
 
 
 def plan_cells(
@@ -79,27 +77,14 @@ def plan_cells(
     for fraction in [*label_fractions, *probe_fractions]:
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"label fractions must be in (0, 1] (1 % is 0.01), got {fraction}")
-    cells = [
-        Cell(m.name, f, s, p, "probe") for p in pretrain_seeds for m in methods for f in probe_fractions for s in seeds
-    ]
-    return cells + [
-        Cell(m.name, f, s, p, "finetune")
-        for p in pretrain_seeds
-        for m in methods
-        if m.finetune
-        for f in label_fractions
-        for s in seeds
-    ]
+    cells = [Cell(m.name, f, s, p, "probe") for p in pretrain_seeds for m in methods
+             for f in probe_fractions for s in seeds]
+    return cells + [Cell(m.name, f, s, p, "finetune") for p in pretrain_seeds for m in methods if m.finetune
+                    for f in label_fractions for s in seeds]
 
 
-def save_cell_result(
-    cell_dir: Path,
-    cell: Cell,
-    metrics: Mapping[str, Any],
-    wall_s: float,
-    pretrain_wall_s: float | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def save_cell_result(cell_dir: Path, cell: Cell, metrics: Mapping[str, Any], wall_s: float,
+                     pretrain_wall_s: float | None = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write ``<cell_dir>/result.json``: the cell's seeds, scores (``null`` where undefined) and wall time."""
     result = {
         "method": cell.method,
@@ -139,9 +124,8 @@ def _duration(seconds: float) -> str:
     return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def eta_seconds(
-    finished: Sequence[Mapping[str, Any]], remaining: Mapping[str, int], pretrainings_left: int
-) -> tuple[float, bool] | None:
+def eta_seconds(finished: Sequence[Mapping[str, Any]], remaining: Mapping[str, int],
+                pretrainings_left: int) -> tuple[float, bool] | None:
     """Seconds left, from the measured cell times.
 
     The remaining cells times their protocol's mean ``wall_s``, plus the pretrainings left times the mean

@@ -21,21 +21,14 @@ DIAG_TEXT = (
     "negative (chance), the most similar negative (hardest), and the most similar negative on the rows whose "
     "positive passes the gate (per_anchor's like-for-like reference). Each run's mean over the second half of "
     "its logged steps, then mean ± std over pretraining seeds. `official` changes about one row per batch, so "
-    "its precision rests on a handful of pairs per run. Only the SimCLR-family methods log them."
-)
+    "its precision rests on a handful of pairs per run. Only the SimCLR-family methods log them.")
 
 
-DIAG_COLUMNS = (
-    ("per_anchor_rows", "per_anchor rows"),
-    ("per_anchor_precision", "per_anchor precision"),
-    ("official_rows", "official rows"),
-    ("official_precision", "official precision"),
-    ("mutual_rows", "mutual rows"),
-    ("mutual_precision", "mutual precision"),
-    ("chance_precision", "chance"),
-    ("hardest_precision", "hardest negative"),
-    ("hardest_gated_precision", "hardest, gated rows"),
-)
+DIAG_COLUMNS = (("per_anchor_rows", "per_anchor rows"), ("per_anchor_precision", "per_anchor precision"),
+                ("official_rows", "official rows"), ("official_precision", "official precision"),
+                ("mutual_rows", "mutual rows"), ("mutual_precision", "mutual precision"),
+                ("chance_precision", "chance"), ("hardest_precision", "hardest negative"),
+                ("hardest_gated_precision", "hardest, gated rows"))
 
 
 def _diag_key(column: str) -> str | None:
@@ -82,11 +75,8 @@ def diagnostics_table(logs: Logs) -> tuple[list[str], list[list[str]]] | None:
             mean, std, _n = mean_std(per_key.get(key, []))
             # Shares of rows in %, one decimal: official acts on well under 1 % of them.
             scale, unit, digits = (100.0, " %", 1) if key.endswith("_rows") else (1.0, "", 2)
-            row.append(
-                "n/a"
-                if mean is None
-                else f"{scale * mean:.{digits}f}" + ("" if std is None else f" ± {scale * std:.{digits}f}") + unit
-            )
+            row.append("n/a" if mean is None else f"{scale * mean:.{digits}f}"
+                       + ("" if std is None else f" ± {scale * std:.{digits}f}") + unit)
         body.append(row)
     if not body:
         return None
@@ -101,11 +91,8 @@ def diagnostics_findings(logs: Logs) -> str:
     """
     lines = []
     for method, runs in logs.items():
-        pairs = [
-            (m["per_anchor_precision"], m["hardest_gated_precision"])
-            for m in map(run_means, runs)
-            if "per_anchor_precision" in m and "hardest_gated_precision" in m
-        ]
+        pairs = [(m["per_anchor_precision"], m["hardest_gated_precision"]) for m in map(run_means, runs)
+                 if "per_anchor_precision" in m and "hardest_gated_precision" in m]
         if not pairs:
             continue
         d = paired_difference([a - b for a, b in pairs])
@@ -134,20 +121,13 @@ def fire_rate_lines(logs: Logs) -> str:
     """
     lines = []
     for method, runs in logs.items():
-        rates = [
-            r
-            for r in (
-                _second_half_mean(next((s for c, s in run.items() if c.endswith("fire_rate")), [])) for run in runs
-            )
-            if r is not None
-        ]
+        rates = [r for r in (_second_half_mean(next((s for c, s in run.items() if c.endswith("fire_rate")), []))
+                             for run in runs) if r is not None]
         if rates:
             mean, std, n = mean_std(rates)
             spread = "" if std is None else f" ± {100 * std:.1f}"
             lines.append(f"- {method}: {100 * (mean or 0.0):.1f}{spread} % of rows per step (n = {n} seeds)")
     if not lines:
         return ""
-    return (
-        "Share of rows whose loss FALSE changed (its fire rate), mean over the second half of pretraining; a "
-        "method whose loss has alpha 0 counts the candidates the gate would accept:\n\n" + "\n".join(lines)
-    )
+    return ("Share of rows whose loss FALSE changed (its fire rate), mean over the second half of pretraining; a "
+            "method whose loss has alpha 0 counts the candidates the gate would accept:\n\n" + "\n".join(lines))

@@ -37,28 +37,18 @@ def plot_miou(rows: Sequence[Row], path: Path) -> None:
     for ax, protocol in zip(axes[0], protocols, strict=True):
         mine = [r for r in rows if r["protocol"] == protocol]
         for method in dict.fromkeys(r["method"] for r in mine):
-            pts = sorted(
-                (r["label_fraction"], r["mean"], r["std"] or 0.0)
-                for r in mine
-                if r["method"] == method and r["mean"] is not None
-            )
+            pts = sorted((r["label_fraction"], r["mean"], r["std"] or 0.0) for r in mine
+                         if r["method"] == method and r["mean"] is not None)
             if pts:
-                ax.errorbar(
-                    [100 * p[0] for p in pts],
-                    [100 * p[1] for p in pts],
-                    yerr=[100 * p[2] for p in pts],
-                    marker="o",
-                    capsize=3,
-                    label=method,
-                )
+                ax.errorbar([100 * p[0] for p in pts], [100 * p[1] for p in pts], yerr=[100 * p[2] for p in pts],
+                            marker="o", capsize=3, label=method)
         ax.set_xscale("log")
         ticks = sorted({100 * r["label_fraction"] for r in mine})
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xlabel("labelled training patches (%)")
         ax.set_ylabel("test mIoU (%)")
-        ax.set_title(
-            {"probe": "frozen encoder, linear probe", "finetune": "DeepLabv3+ fine-tuning"}.get(protocol, protocol)
-        )
+        ax.set_title({"probe": "frozen encoder, linear probe", "finetune": "DeepLabv3+ fine-tuning"}.get(protocol,
+                                                                                                    protocol))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     _save(fig, path)
@@ -108,9 +98,8 @@ def plot_pretrain_curves(logs: dict[str, list[dict[str, list[tuple[int, float]]]
             for j, run in enumerate(runs):
                 if col in run:
                     steps, vals = zip(*run[col], strict=True)
-                    ax.plot(
-                        steps, vals, color=colours[k % len(colours)], alpha=0.8, lw=1, label=method if j == 0 else None
-                    )
+                    ax.plot(steps, vals, color=colours[k % len(colours)], alpha=0.8, lw=1,
+                            label=method if j == 0 else None)
         ax.set_title(col.removeprefix("train/"), fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -121,14 +110,8 @@ def plot_pretrain_curves(logs: dict[str, list[dict[str, list[tuple[int, float]]]
     return columns
 
 
-def plot_panel(
-    images: Sequence[Any],
-    truths: Sequence[Any],
-    predictions: Mapping[str, Sequence[Any]],
-    colours: Sequence[Sequence[int]],
-    class_names: Sequence[str],
-    path: Path,
-) -> None:
+def plot_panel(images: Sequence[Any], truths: Sequence[Any], predictions: Mapping[str, Sequence[Any]],
+               colours: Sequence[Sequence[int]], class_names: Sequence[str], path: Path) -> None:
     """Rows of test images: the image, its ground truth, then each method's prediction, in the dataset's colours.
 
     Args:
@@ -145,7 +128,8 @@ def plot_panel(
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[: len(colours)] = np.asarray(colours, dtype=np.uint8)
     cols = ["image", "ground truth", *predictions]
-    fig, axes = plt.subplots(len(images), len(cols), figsize=(2.6 * len(cols), 2.6 * len(images) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(len(images), len(cols), figsize=(2.6 * len(cols), 2.6 * len(images) + 0.6),
+                             squeeze=False)
     for r, (image, truth) in enumerate(zip(images, truths, strict=True)):
         panels = [image, lut[np.asarray(truth)]] + [lut[np.asarray(p[r])] for p in predictions.values()]
         for c, panel in enumerate(panels):
@@ -157,15 +141,9 @@ def plot_panel(
                 ax.set_title(cols[c], fontsize=9)
     from matplotlib.patches import Patch
 
-    fig.legend(
-        handles=[
-            Patch(color=(c[0] / 255, c[1] / 255, c[2] / 255), label=n)
-            for c, n in zip(colours, class_names, strict=False)
-        ],
-        loc="lower center",
-        ncol=len(class_names),
-        fontsize=8,
-    )
+    fig.legend(handles=[Patch(color=(c[0] / 255, c[1] / 255, c[2] / 255), label=n) for c, n in zip(colours, class_names,
+                                                                                       strict=False)],
+               loc="lower center", ncol=len(class_names), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=100)

@@ -14,21 +14,14 @@ def probe_data_module(data: dict[str, Any], out: Path) -> Any:
     from falsecl.datamodules import SegmentationDataModule
 
     keys = ("dataset", "root", "palette", "bands", "patch_size", "stride", "stats_patches")
-    dm = SegmentationDataModule(
-        **{k: data[k] for k in keys if k in data}, stats_path=str(out / "probe_cache" / "band_stats.json")
-    )
+    dm = SegmentationDataModule(**{k: data[k] for k in keys if k in data},
+                                stats_path=str(out / "probe_cache" / "band_stats.json"))
     dm.setup()
     return dm
 
 
-def write_panel(
-    out: Path,
-    data: dict[str, Any],
-    results: Sequence[dict[str, Any]],
-    methods: Sequence[str],
-    images: int = 3,
-    fraction: float | None = None,
-) -> str | None:
+def write_panel(out: Path, data: dict[str, Any], results: Sequence[dict[str, Any]], methods: Sequence[str],
+                images: int = 3, fraction: float | None = None) -> str | None:
     """Draw ``panel.png`` from the saved probe heads of pretraining seed 0; returns its caption (None if none).
 
     Args:
@@ -50,10 +43,8 @@ def write_panel(
     frac = fraction if fraction is not None else (0.05 if 0.05 in fractions else fractions[-1])
     chosen = {}
     for m in methods:
-        cells = sorted(
-            (r for r in probes if r["method"] == m and float(r["label_fraction"]) == frac),
-            key=lambda r: int(r["finetune_seed"]),
-        )
+        cells = sorted((r for r in probes if r["method"] == m and float(r["label_fraction"]) == frac),
+                       key=lambda r: int(r["finetune_seed"]))
         if cells and (Path(cells[0]["run_dir"]) / "head.pt").is_file():
             chosen[m] = cells[0]
     if not chosen:
@@ -71,12 +62,9 @@ def write_panel(
         predictions[m] = [p.numpy() for p in maps]
     rgb = [np.clip(test[i]["image"][:3].permute(1, 2, 0).numpy(), 0, 255).astype(np.uint8) for i in picks]
     truths = [test[i]["mask"].numpy() for i in picks]
-    colours = [list(c) for c in getattr(test, "colours", ())] or [
-        [i * 50, 100, 200 - i * 40] for i in range(dm.num_classes)
-    ]
+    colours = [list(c) for c in getattr(test, "colours", ())] or [[i * 50, 100, 200 - i * 40]
+                                                                 for i in range(dm.num_classes)]
     plot_panel(rgb, truths, predictions, colours, dm.class_names, out / "panel.png")
-    return (
-        f"Linear probes trained on {100 * frac:g} % of the labels (pretraining seed 0, fine-tuning seed "
-        f"{min(int(c['finetune_seed']) for c in chosen.values())}) on test images {picks}; ignore pixels are "
-        "black."
-    )
+    return (f"Linear probes trained on {100 * frac:g} % of the labels (pretraining seed 0, fine-tuning seed "
+            f"{min(int(c['finetune_seed']) for c in chosen.values())}) on test images {picks}; ignore pixels are "
+            "black.")

@@ -115,7 +115,9 @@ def extract_features(
     return torch.cat(feats), torch.cat(targets).to(torch.uint8)
 
 
-def cached_features(cache_dir: str | Path, key: dict[str, Any], compute: Any) -> tuple[Tensor, Tensor, bool]:
+def cached_features(
+    cache_dir: str | Path, key: dict[str, Any], compute: Any
+) -> tuple[Tensor, Tensor, bool]:
     """Load features cached under ``key``'s fingerprint, or compute and save them.
 
     Args:
@@ -270,29 +272,14 @@ def probe_backbone(
     images = data.whole_image_dataset(split)
     results: list[dict[str, Any]] = []
     for start in range(0, len(heads), 4):  # at most 4 heads a pass bounds the whole-image logits in memory
-        results += evaluate_heads(
-            trunk,
-            heads[start : start + 4],
-            images,
-            data.num_classes,
-            data.class_names,
-            data.mean,
-            data.std,
-            window,
-            overlap,
-        )
+        results += evaluate_heads(trunk, heads[start : start + 4], images, data.num_classes, data.class_names,
+                                  data.mean, data.std, window, overlap)
     return results, heads
 
 
 def probe_predictions(
-    backbone: str | None,
-    head_path: str | Path,
-    data: Any,
-    indices: Sequence[int],
-    backbone_seed: int = 0,
-    arch: str = "resnet18",
-    split: str = "test",
-    window: int = 256,
+    backbone: str | None, head_path: str | Path, data: Any, indices: Sequence[int], backbone_seed: int = 0,
+    arch: str = "resnet18", split: str = "test", window: int = 256,
 ) -> list[Tensor]:
     """Class maps ``(H, W)`` of a saved probe head on whole images ``indices`` of ``split`` (report panels)."""
     trunk = FrozenTrunk(load_frozen_backbone(backbone, arch, data.in_channels, backbone_seed))
@@ -300,7 +287,8 @@ def probe_predictions(
     dim = int(state["0.running_mean"].shape[0])
     head = nn.Sequential(nn.BatchNorm2d(dim), nn.Conv2d(dim, data.num_classes, kernel_size=1))
     head.load_state_dict(state)
-    predictor = SlidingWindowPredictor(LinearProbe(trunk, [head.eval()]), window=window, mean=data.mean, std=data.std)
+    predictor = SlidingWindowPredictor(LinearProbe(trunk, [head.eval()]), window=window, mean=data.mean,
+                                       std=data.std)
     images = data.whole_image_dataset(split)
     with _autocast(predictor.device):
         return [predictor.predict_tensor(images[i]["image"]).argmax(dim=0) for i in indices]

@@ -40,9 +40,8 @@ def publish_report(out_dir: str | Path, dest_dir: str | Path, name: str) -> list
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"publish name {name!r} must be a plain file stem such as 'dubai_cpu'")
     if not (out / "report.md").is_file():
-        raise FileNotFoundError(
-            f"{out / 'report.md'} does not exist: run the benchmark (or --report_only true) before publishing it"
-        )
+        raise FileNotFoundError(f"{out / 'report.md'} does not exist: run the benchmark (or --report_only true) "
+                                "before publishing it")
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     figures = [f for f in FIGURES if (out / f).is_file()]

@@ -60,19 +60,12 @@ def summarize(results: Sequence[Row]) -> list[Row]:
     for (protocol, method, fraction), cells in groups.items():
         mean, std, n = mean_std([_num(c.get("mIoU")) for c in cells])
         names = list(cells[0].get("per_class") or {})
-        rows.append(
-            {
-                "protocol": protocol,
-                "method": method,
-                "label_fraction": fraction,
-                "mean": mean,
-                "std": std,
-                "n": n,
-                "cells": len(cells),
-                "values": [(_seed_label(c), _num(c.get("mIoU"))) for c in cells],
-                "per_class": {k: mean_std([_num((c.get("per_class") or {}).get(k)) for c in cells])[0] for k in names},
-            }
-        )
+        rows.append({
+            "protocol": protocol, "method": method, "label_fraction": fraction, "mean": mean, "std": std, "n": n,
+            "cells": len(cells),
+            "values": [(_seed_label(c), _num(c.get("mIoU"))) for c in cells],
+            "per_class": {k: mean_std([_num((c.get("per_class") or {}).get(k)) for c in cells])[0] for k in names},
+        })
     return rows
 
 
@@ -101,87 +94,40 @@ def seed_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     """Every per-seed value (``p<pretraining seed>/f<fine-tuning seed>``) and the per-class mean IoU."""
     names = list(rows[0]["per_class"]) if rows else []
     header = ["protocol", "method", "labels", "per-seed mIoU %", "mean ± std"] + [f"{n} IoU %" for n in names]
-    body = [
-        [
-            r["protocol"],
-            r["method"],
-            f"{100 * r['label_fraction']:g} %",
-            ", ".join(f"{s}: {fmt_pct(v)}" for s, v in r["values"]),
-            _mean_std_text(r),
-        ]
-        + [fmt_pct(r["per_class"].get(n)) for n in names]
-        for r in rows
-    ]
+    body = [[r["protocol"], r["method"], f"{100 * r['label_fraction']:g} %",
+             ", ".join(f"{s}: {fmt_pct(v)}" for s, v in r["values"]), _mean_std_text(r)]
+            + [fmt_pct(r["per_class"].get(n)) for n in names] for r in rows]
     return header, body
 
 
 def diff_table(diffs: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     """The paired differences in percentage points, with interval, p-values and the verdict."""
-    header = [
-        "protocol",
-        "labels",
-        "method − reference",
-        "n",
-        "mean diff (points)",
-        "95 % CI",
-        "paired t p",
-        "Wilcoxon p",
-        "verdict",
-    ]
+    header = ["protocol", "labels", "method − reference", "n", "mean diff (points)", "95 % CI", "paired t p",
+              "Wilcoxon p", "verdict"]
     body = []
     for d in diffs:
         ci = "n/a" if d["ci_low"] is None else f"[{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
         mean = "n/a" if d["mean"] is None else f"{100 * d['mean']:+.2f}"
-        body.append(
-            [
-                d["protocol"],
-                f"{100 * d['label_fraction']:g} %",
-                f"{d['method']} − {d['reference']}",
-                str(d["n"]),
-                mean,
-                ci,
-                "n/a" if d["p_t"] is None else f"{d['p_t']:.3f}",
-                "n/a" if d["p_wilcoxon"] is None else f"{d['p_wilcoxon']:.3f}",
-                verdict(d, d["method"], d["reference"]).split(": ", 1)[1].split(" (", 1)[0],
-            ]
-        )
+        body.append([d["protocol"], f"{100 * d['label_fraction']:g} %", f"{d['method']} − {d['reference']}",
+                     str(d["n"]), mean, ci, "n/a" if d["p_t"] is None else f"{d['p_t']:.3f}",
+                     "n/a" if d["p_wilcoxon"] is None else f"{d['p_wilcoxon']:.3f}",
+                     verdict(d, d["method"], d["reference"]).split(": ", 1)[1].split(" (", 1)[0]])
     return header, body
 
 
 def cells_table(results: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     """Every cell: its seeds, score, wall time and what it started from."""
-    header = [
-        "method",
-        "protocol",
-        "labels",
-        "pretrain seed",
-        "fine-tune seed",
-        "mIoU %",
-        "cell wall (s)",
-        "pretraining wall (s)",
-        "finished",
-        "backbone",
-    ]
+    header = ["method", "protocol", "labels", "pretrain seed", "fine-tune seed", "mIoU %", "cell wall (s)",
+              "pretraining wall (s)", "finished", "backbone"]
 
     def secs(v: Any) -> str:
         x = _num(v)
         return "n/a" if x is None else f"{x:.0f}"
 
-    body = [
-        [
-            str(c["method"]),
-            _protocol(c),
-            f"{100 * float(c['label_fraction']):g} %",
-            str(c.get("pretrain_seed", 0)),
-            str(c.get("finetune_seed", c.get("seed", 0))),
-            fmt_pct(c.get("mIoU")),
-            secs(c.get("wall_s")),
-            secs(c.get("pretrain_wall_s")),
-            str(c.get("finished", "n/a")),
-            str(c.get("backbone", "n/a")),
-        ]
-        for c in results
-    ]
+    body = [[str(c["method"]), _protocol(c), f"{100 * float(c['label_fraction']):g} %",
+             str(c.get("pretrain_seed", 0)), str(c.get("finetune_seed", c.get("seed", 0))), fmt_pct(c.get("mIoU")),
+             secs(c.get("wall_s")), secs(c.get("pretrain_wall_s")), str(c.get("finished", "n/a")),
+             str(c.get("backbone", "n/a"))] for c in results]
     return header, body
 
 
@@ -278,13 +224,10 @@ def pair_summary(diffs: Sequence[Row]) -> list[str]:
         flat = [d for d in mine if d["ci_low"] <= 0 <= d["ci_high"]]
         n = sorted({d["n"] for d in mine})
         parts = ([f"higher at {_fractions(up)} labels"] if up else []) + (
-            [f"lower at {_fractions(down)} labels"] if down else []
-        )
+            [f"lower at {_fractions(down)} labels"] if down else [])
         if flat:
-            parts.append(
-                "no significant difference "
-                + ("at any label fraction" if not parts else f"at {_fractions(flat)} labels")
-            )
+            parts.append("no significant difference " + ("at any label fraction" if not parts else
+                                                           f"at {_fractions(flat)} labels"))
         lines.append(f"- **{a} vs {b}**: " + "; ".join(parts) + f" (n = {'-'.join(map(str, n))} seeds).")
     return lines
 
@@ -296,16 +239,11 @@ def findings(diffs: Sequence[Row], protocol: str) -> str:
         return ""
     above = sum(d["ci_low"] > 0 for d in mine)
     below = sum(d["ci_high"] < 0 for d in mine)
-    lines = [
-        f"**Paired differences, {PROTOCOL_NAMES.get(protocol, protocol)}** (95 % intervals of the mean "
-        f"difference in test mIoU over matching seeds): {above} of {len(mine)} intervals lie above 0, {below} "
-        f"below 0, and {len(mine) - above - below} include 0 (no significant difference); about "
-        f"{0.05 * len(mine):.1f} would exclude 0 by chance alone if no method differed.",
-        "",
-        *pair_summary(mine),
-        "",
-        "Each interval is in the table of paired differences below.",
-    ]
+    lines = [f"**Paired differences, {PROTOCOL_NAMES.get(protocol, protocol)}** (95 % intervals of the mean "
+             f"difference in test mIoU over matching seeds): {above} of {len(mine)} intervals lie above 0, {below} "
+             f"below 0, and {len(mine) - above - below} include 0 (no significant difference); about "
+             f"{0.05 * len(mine):.1f} would exclude 0 by chance alone if no method differed.", "",
+             *pair_summary(mine), "", "Each interval is in the table of paired differences below."]
     return "\n".join(lines) + "\n"
 
 
@@ -321,13 +259,8 @@ def _versions() -> str:
     return ", ".join(parts) + f"; {platform.machine()} {platform.system()}"
 
 
-def write_report(
-    results: Sequence[Row],
-    out_dir: str | Path,
-    title: str = "falsecl benchmark",
-    methods: Sequence[Row] | None = None,
-    intro: str | None = None,
-) -> dict[str, Path]:
+def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "falsecl benchmark",
+                 methods: Sequence[Row] | None = None, intro: str | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``report.html``, ``miou.png`` and (when logged) ``pretrain_curves.png``.
 
     Args:
@@ -350,8 +283,7 @@ def write_report(
     if methods is None:
         methods = args.get("method_info") or [
             {"name": n, "pretrained": not n.startswith("random"), "base": None}
-            for n in dict.fromkeys(str(c["method"]) for c in results)
-        ]
+            for n in dict.fromkeys(str(c["method"]) for c in results)]
     intro = args.get("intro", "") if intro is None else intro
     rows = summarize(results)
     diffs = paired_table(results, comparisons(methods))
@@ -368,33 +300,23 @@ def write_report(
     if rows:
         sections.append(("mIoU against label fraction", "", "miou.png"))
     n_int = sum(d["ci_low"] is not None for d in diffs)
-    sections.append(
-        (
-            "Paired differences",
-            "Over cells with the same label fraction, pretraining seed and "
-            "fine-tuning seed; 95 % Student-t interval of the mean difference, in mIoU points. A verdict "
-            "other than 'no significant difference' needs an interval that excludes 0. The intervals are "
-            f"not corrected for multiple comparisons: of {n_int} intervals, about {0.05 * n_int:.1f} would "
-            "exclude 0 by chance alone if no method differed.",
-            diff_table(diffs),
-        )
-    )
+    sections.append(("Paired differences", "Over cells with the same label fraction, pretraining seed and "
+                     "fine-tuning seed; 95 % Student-t interval of the mean difference, in mIoU points. A verdict "
+                     "other than 'no significant difference' needs an interval that excludes 0. The intervals are "
+                     f"not corrected for multiple comparisons: of {n_int} intervals, about {0.05 * n_int:.1f} would "
+                     "exclude 0 by chance alone if no method differed.", diff_table(diffs)))
     sections.append(("Per-seed values", "", seed_table(rows)))
     if diag is not None:
         sections.append(("FALSE's false-negative diagnostics", DIAG_TEXT + "\n\n" + diagnostics_findings(logs), diag))
-    diag_text = (
-        "FALSE fire rate"
-        + (" and false-negative diagnostics" if diag else "")
-        + " logged during pretraining (one line per pretraining seed). A method without FALSE may log a "
-        "fire rate too (MoCo's InfoNCE is FALSE with alpha 0): it counts the candidates the gate would "
-        "accept, which change nothing."
-        + ("" if diag else " False-negative diagnostics were not logged by these pretraining runs.")
-    )
+    diag_text = ("FALSE fire rate" + (" and false-negative diagnostics" if diag else "")
+                 + " logged during pretraining (one line per pretraining seed). A method without FALSE may log a "
+                 "fire rate too (MoCo's InfoNCE is FALSE with alpha 0): it counts the candidates the gate would "
+                 "accept, which change nothing."
+                 + ("" if diag else " False-negative diagnostics were not logged by these pretraining runs."))
     if curves:
         rates = fire_rate_lines(logs)
-        sections.append(
-            ("FALSE during pretraining", diag_text + ("\n\n" + rates if rates else ""), "pretrain_curves.png")
-        )
+        sections.append(("FALSE during pretraining", diag_text + ("\n\n" + rates if rates else ""),
+                         "pretrain_curves.png"))
     else:
         sections.append(("FALSE during pretraining", "No fire rate or diagnostics were logged.", None))
     if (out / "panel.png").is_file():
@@ -402,16 +324,11 @@ def write_report(
     sections.append(("Every cell", "", cells_table(results)))
     config = args.get("arguments")
     headline = str(args.get("headline_protocol") or (rows[0]["protocol"] if rows else ""))
-    summary = "\n\n".join(
-        t
-        for t in (
-            status_line(results, args.get("planned_cells")),
-            # The headline protocol first, then the others.
-            *(findings(diffs, p) for p in dict.fromkeys([headline, *(r["protocol"] for r in rows)])),
-            compute_summary(results) + f" Machine: {machine()}. Versions: {_versions()}.",
-        )
-        if t
-    )
+    summary = "\n\n".join(t for t in (
+        status_line(results, args.get("planned_cells")),
+        # The headline protocol first, then the others.
+        *(findings(diffs, p) for p in dict.fromkeys([headline, *(r["protocol"] for r in rows)])),
+        compute_summary(results) + f" Machine: {machine()}. Versions: {_versions()}.") if t)
     md_parts = [f"# {title}\n\n", intro.strip() + "\n\n" if intro else "", summary + "\n"]
     html_parts = [f"<h1>{html.escape(title)}</h1>", html_text(intro), html_text(summary)]
     for heading, text, content in sections:
@@ -431,14 +348,11 @@ def write_report(
         html_parts.append(f"<h2>Configuration</h2><pre>{html.escape(text)}</pre>")
     md = out / "report.md"
     md.write_text("".join(md_parts))
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-        "body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;margin:0.5em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;font-size:13px}img{max-width:100%}"
-        "pre{background:#f6f6f6;padding:1em;font-size:12px}</style></head><body>"
-        + "".join(html_parts)
-        + "</body></html>\n"
-    )
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+            "body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;margin:0.5em 0}"
+            "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;font-size:13px}img{max-width:100%}"
+            "pre{background:#f6f6f6;padding:1em;font-size:12px}</style></head><body>"
+            + "".join(html_parts) + "</body></html>\n")
     (out / "report.html").write_text(page)
     paths.update({"markdown": md, "html": out / "report.html"})
     if curves:

@@ -92,10 +92,8 @@ def _train_step(cmd: str, config: str, run_dir: Path, extra: Sequence[str], run:
     finally:
         (run_dir / "LOCK").unlink(missing_ok=True)
     if code != 0:
-        raise RuntimeError(
-            f"'falsecl {cmd}' failed with exit code {code} for {run_dir}; fix it and rerun the "
-            "benchmark: finished steps are kept and this one resumes"
-        )
+        raise RuntimeError(f"'falsecl {cmd}' failed with exit code {code} for {run_dir}; fix it and rerun the "
+                           "benchmark: finished steps are kept and this one resumes")
     wall = time.perf_counter() - start
     (run_dir / "DONE").write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": wall}))
     return wall
@@ -192,26 +190,14 @@ def run_benchmark(
     """
     by_name = {m.name: m for m in methods}
     chosen = [by_name[n] for n in _narrow(list(by_name), select_methods, "methods")]
-    ft_fr = _narrow(
-        list(label_fractions if label_fractions is not None else [0.01, 0.1, 1.0]),
-        select_fractions and [f for f in select_fractions if f in (label_fractions or [])],
-        "fractions",
-    )
-    pr_fr = _narrow(
-        list(probe_fractions or []),
-        select_fractions and [f for f in select_fractions if f in (probe_fractions or [])],
-        "fractions",
-    )
-    ft_seeds = _narrow(
-        list(seeds if seeds is not None else [0]),
-        select_seeds and [s for s in select_seeds if s in (seeds or [0])],
-        "seeds",
-    )
-    pre_seeds = _narrow(
-        list(pretrain_seeds if pretrain_seeds is not None else [0]),
-        select_seeds and [s for s in select_seeds if s in (pretrain_seeds or [0])],
-        "seeds",
-    )
+    ft_fr = _narrow(list(label_fractions if label_fractions is not None else [0.01, 0.1, 1.0]),
+                    select_fractions and [f for f in select_fractions if f in (label_fractions or [])], "fractions")
+    pr_fr = _narrow(list(probe_fractions or []),
+                    select_fractions and [f for f in select_fractions if f in (probe_fractions or [])], "fractions")
+    ft_seeds = _narrow(list(seeds if seeds is not None else [0]), select_seeds and
+                       [s for s in select_seeds if s in (seeds or [0])], "seeds")
+    pre_seeds = _narrow(list(pretrain_seeds if pretrain_seeds is not None else [0]), select_seeds and
+                        [s for s in select_seeds if s in (pretrain_seeds or [0])], "seeds")
     cells = plan_cells(chosen, ft_fr, ft_seeds, pre_seeds, pr_fr)
     out = Path(output_dir)
     if dry_run:
@@ -222,34 +208,19 @@ def run_benchmark(
         return []
     out.mkdir(parents=True, exist_ok=True)
     data = _finetune_data(finetune_config)
-    state = _State(
-        cells,
-        [
-            out / m.name / f"pretrain_seed{p}"
-            for m in chosen
-            if m.pretrain_config is not None
-            for p in sorted({c.pretrain_seed for c in cells if c.method == m.name})
-        ],
-    )
+    state = _State(cells, [out / m.name / f"pretrain_seed{p}" for m in chosen if m.pretrain_config is not None
+                           for p in sorted({c.pretrain_seed for c in cells if c.method == m.name})])
     record = {
-        "arguments": {
-            "methods": [vars(m) for m in methods],
-            "finetune_config": finetune_config,
-            "finetune_data": data,
-            "label_fractions": ft_fr,
-            "probe_fractions": pr_fr,
-            "finetune_seeds": ft_seeds,
-            "pretrain_seeds": pre_seeds,
-            "pretrain_args": pretrain_args,
-            "finetune_args": finetune_args,
-            "evaluate_args": evaluate_args,
-            "probe_window": probe_window,
-            "probe_steps": probe_steps,
-        },
+        "arguments": {"methods": [vars(m) for m in methods], "finetune_config": finetune_config,
+                      "finetune_data": data, "label_fractions": ft_fr, "probe_fractions": pr_fr,
+                      "finetune_seeds": ft_seeds, "pretrain_seeds": pre_seeds, "pretrain_args": pretrain_args,
+                      "finetune_args": finetune_args, "evaluate_args": evaluate_args, "probe_window": probe_window,
+                      "probe_steps": probe_steps},
         "intro": intro,
         "headline_protocol": headline_protocol,
         "planned_cells": {p: sum(c.protocol == p for c in cells) for p in dict.fromkeys(c.protocol for c in cells)},
-        "method_info": [{"name": m.name, "pretrained": m.pretrain_config is not None, "base": m.base} for m in methods],
+        "method_info": [{"name": m.name, "pretrained": m.pretrain_config is not None, "base": m.base}
+                        for m in methods],
     }
     if report_only:
         results = [r for r in (load_cell_result(out / c.slug) for c in cells) if r is not None]
@@ -266,22 +237,17 @@ def run_benchmark(
             else:
                 pre_dir = out / method.name / f"pretrain_seed{p}"
                 print(f"pretraining {method.name} seed {p}", flush=True)
-                wall = _train_step(
-                    "pretrain",
-                    method.pretrain_config,
-                    pre_dir,
-                    [*(pretrain_args or []), *method.pretrain_args, "--seed_everything", str(p)],
-                    _subprocess_runner,
-                )
+                wall = _train_step("pretrain", method.pretrain_config, pre_dir,
+                                   [*(pretrain_args or []), *method.pretrain_args, "--seed_everything", str(p)],
+                                   _subprocess_runner)
                 backbones[(method.name, p)] = (str(pre_dir / "backbone.pt"), wall)
         return backbones[(method.name, p)]
 
     # Phase 1: every backbone and its probes; phase 2: the fine-tuning cells (see plan_cells for the order).
     for p in pre_seeds:
         for method in chosen:
-            probe_cells = [
-                c for c in cells if c.method == method.name and c.pretrain_seed == p and c.protocol == "probe"
-            ]
+            probe_cells = [c for c in cells if c.method == method.name and c.pretrain_seed == p
+                           and c.protocol == "probe"]
             if probe_cells:
                 backbone, pre_wall = backbone_of(method, p)
                 _run_probe_cells(probe_cells, backbone, p, data, out, probe_window, probe_steps, pre_wall, state)
@@ -289,35 +255,22 @@ def run_benchmark(
     for cell in (c for c in cells if c.protocol == "finetune"):
         method = by_name[cell.method]
         backbone, pre_wall = backbone_of(method, cell.pretrain_seed)
-        _run_finetune_cell(
-            cell, method, backbone, finetune_config, data, finetune_args, evaluate_args, out, pre_wall, state
-        )
+        _run_finetune_cell(cell, method, backbone, finetune_config, data, finetune_args, evaluate_args, out,
+                           pre_wall, state)
         _report_now_and_then(state, out, title)
     record["wall_time"] = f"{time.perf_counter() - state.start:.0f} s in this run"
     _finish(out, record, data, state.results, chosen, title, publish_dir, publish_name)
     return state.results
 
 
-def _finish(
-    out: Path,
-    record: dict[str, Any],
-    data: dict[str, Any],
-    results: list[dict[str, Any]],
-    chosen: list[Method],
-    title: str,
-    publish_dir: str | None,
-    publish_name: str,
-) -> None:
+def _finish(out: Path, record: dict[str, Any], data: dict[str, Any], results: list[dict[str, Any]],
+            chosen: list[Method], title: str, publish_dir: str | None, publish_name: str) -> None:
     """Draw the prediction panel, write the report and publish it."""
     if any(r.get("protocol") == "probe" for r in results):
         from falsecl.benchmark.panel import write_panel
 
-        caption = write_panel(
-            out,
-            data,
-            results,
-            [m.name for m in chosen if m.base is None][:2] + [m.name for m in chosen if m.base is not None][:1],
-        )
+        caption = write_panel(out, data, results, [m.name for m in chosen if m.base is None][:2]
+                              + [m.name for m in chosen if m.base is not None][:1])
         if caption:
             record["panel_caption"] = caption
     _write_args(out, record)
@@ -352,29 +305,16 @@ def _record(state: _State, out: Path, result: dict[str, Any]) -> None:
     for r in state.results:
         remaining[str(r["protocol"])] -= 1
     eta = eta_seconds(state.results, remaining, sum(not (d / "DONE").is_file() for d in state.pretrain_dirs))
-    print(
-        progress_line(len(state.results), len(state.cells), time.perf_counter() - state.start, eta)
-        + " "
-        + f"{result['method']} {result['protocol']} {100 * result['label_fraction']:g} % "
-        f"pre{result['pretrain_seed']} ft{result['finetune_seed']}: mIoU {result['mIoU']}",
-        flush=True,
-    )
+    print(progress_line(len(state.results), len(state.cells), time.perf_counter() - state.start, eta) + " "
+          + f"{result['method']} {result['protocol']} {100 * result['label_fraction']:g} % "
+          f"pre{result['pretrain_seed']} ft{result['finetune_seed']}: mIoU {result['mIoU']}", flush=True)
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(state.results, indent=2) + "\n")
     tmp.replace(out / "results.json")
 
 
-def _run_probe_cells(
-    cells: list[Cell],
-    backbone: str | None,
-    pretrain_seed: int,
-    data: dict[str, Any],
-    out: Path,
-    window: int,
-    steps: int,
-    pre_wall: float | None,
-    state: _State,
-) -> None:
+def _run_probe_cells(cells: list[Cell], backbone: str | None, pretrain_seed: int, data: dict[str, Any], out: Path,
+                     window: int, steps: int, pre_wall: float | None, state: _State) -> None:
     """Probe one backbone at all its cells that are not done yet (one feature extraction, one test pass)."""
     todo = [c for c in cells if load_cell_result(out / c.slug) is None]
     if todo:
@@ -391,52 +331,29 @@ def _run_probe_cells(
         patches, ids = dm.train_full.patches, dm.train_full.patch_ids
         subsets = {}
         for c in todo:
-            subsets[(c.label_fraction, c.finetune_seed)] = label_fraction_subset(
-                patches, c.label_fraction, c.finetune_seed
-            )
+            subsets[(c.label_fraction, c.finetune_seed)] = label_fraction_subset(patches, c.label_fraction,
+                                                                                 c.finetune_seed)
             name = f"labels{100 * c.label_fraction:g}pct_seed{c.finetune_seed}.txt"
             if not (out / "subsets" / name).is_file():
                 save_ids([ids[i] for i in subsets[(c.label_fraction, c.finetune_seed)]], out / "subsets" / name)
-        metrics, heads = probe_backbone(
-            backbone,
-            [(c.label_fraction, c.finetune_seed) for c in todo],
-            subsets,
-            dm,
-            out / "probe_cache",
-            backbone_seed=pretrain_seed,
-            schedule=ProbeSchedule(steps=steps),
-            window=window,
-        )
+        metrics, heads = probe_backbone(backbone, [(c.label_fraction, c.finetune_seed) for c in todo], subsets, dm,
+                                 out / "probe_cache", backbone_seed=pretrain_seed,
+                                 schedule=ProbeSchedule(steps=steps), window=window)
         wall = (time.perf_counter() - start) / len(todo)
         for c, m, head in zip(todo, metrics, heads, strict=True):
             (out / c.slug).mkdir(parents=True, exist_ok=True)
             torch.save(head.state_dict(), out / c.slug / "head.pt")
-            save_cell_result(
-                out / c.slug,
-                c,
-                m,
-                wall_s=wall,
-                pretrain_wall_s=pre_wall,
-                extra={"backbone": backbone or f"random init (seed {pretrain_seed})"},
-            )
+            save_cell_result(out / c.slug, c, m, wall_s=wall, pretrain_wall_s=pre_wall,
+                             extra={"backbone": backbone or f"random init (seed {pretrain_seed})"})
     for c in cells:
         result = load_cell_result(out / c.slug)
         if result is not None:
             _record(state, out, result)
 
 
-def _run_finetune_cell(
-    cell: Cell,
-    method: Method,
-    backbone: str | None,
-    config: str,
-    data: dict[str, Any],
-    finetune_args: list[str] | None,
-    evaluate_args: list[str] | None,
-    out: Path,
-    pre_wall: float | None,
-    state: _State,
-) -> None:
+def _run_finetune_cell(cell: Cell, method: Method, backbone: str | None, config: str, data: dict[str, Any],
+                       finetune_args: list[str] | None, evaluate_args: list[str] | None, out: Path,
+                       pre_wall: float | None, state: _State) -> None:
     """Fine-tune and evaluate one cell unless it is done."""
     cell_dir = out / cell.slug
     result = load_cell_result(cell_dir)
@@ -447,39 +364,18 @@ def _run_finetune_cell(
             extra += ["--model.backbone_weights", backbone]
         # The subset depends on (fraction, fine-tuning seed) only; training noise also on the pretraining seed,
         # so that random initialisation varies over the pretraining seeds too.
-        extra += [
-            "--data.label_fraction",
-            str(cell.label_fraction),
-            "--data.seed",
-            str(cell.finetune_seed),
-            "--seed_everything",
-            str(cell.finetune_seed + 1000 * cell.pretrain_seed),
-        ]
+        extra += ["--data.label_fraction", str(cell.label_fraction), "--data.seed", str(cell.finetune_seed),
+                  "--seed_everything", str(cell.finetune_seed + 1000 * cell.pretrain_seed)]
         _train_step("finetune", config, cell_dir, extra, _subprocess_runner)
         metrics_path = cell_dir / "eval" / "metrics.json"
         if not metrics_path.is_file():
             data_args = [a for k in ("dataset", "root") if k in data for a in (f"--{k}", str(data[k]))]
-            code = _subprocess_runner(
-                [
-                    "evaluate",
-                    "--checkpoint",
-                    str(cell_dir),
-                    "--output_dir",
-                    str(cell_dir / "eval"),
-                    *data_args,
-                    *(evaluate_args or []),
-                ]
-            )
+            code = _subprocess_runner(["evaluate", "--checkpoint", str(cell_dir), "--output_dir",
+                                       str(cell_dir / "eval"), *data_args, *(evaluate_args or [])])
             if code != 0 or not metrics_path.is_file():
                 raise RuntimeError(f"'falsecl evaluate' failed (exit code {code}) for {cell_dir}")
-        save_cell_result(
-            cell_dir,
-            cell,
-            json.loads(metrics_path.read_text()),
-            wall_s=time.perf_counter() - start,
-            pretrain_wall_s=pre_wall,
-            extra={"backbone": backbone or "random init"},
-        )
+        save_cell_result(cell_dir, cell, json.loads(metrics_path.read_text()), wall_s=time.perf_counter() - start,
+                         pretrain_wall_s=pre_wall, extra={"backbone": backbone or "random init"})
         result = load_cell_result(cell_dir)
     if result is not None:
         _record(state, out, result)

@@ -30,12 +30,8 @@ def _value(cell: Row, key: str = "mIoU") -> float | None:
 
 def _key(cell: Row) -> tuple[str, float, int, int]:
     ft = cell.get("finetune_seed")
-    return (
-        str(cell.get("protocol", "finetune")),
-        float(cell["label_fraction"]),
-        int(cell.get("pretrain_seed") or 0),
-        int(cell.get("seed") or 0) if ft is None else int(ft),
-    )
+    return (str(cell.get("protocol", "finetune")), float(cell["label_fraction"]),
+            int(cell.get("pretrain_seed") or 0), int(cell.get("seed") or 0) if ft is None else int(ft))
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
@@ -60,15 +56,8 @@ def paired_difference(diffs: Sequence[float], confidence: float = 0.95) -> Row:
 
     d = [float(x) for x in diffs if x is not None and math.isfinite(x)]
     n = len(d)
-    out: Row = {
-        "n": n,
-        "mean": statistics.fmean(d) if d else None,
-        "std": None,
-        "ci_low": None,
-        "ci_high": None,
-        "p_t": None,
-        "p_wilcoxon": None,
-    }
+    out: Row = {"n": n, "mean": statistics.fmean(d) if d else None, "std": None, "ci_low": None, "ci_high": None,
+                "p_t": None, "p_wilcoxon": None}
     if n < 2:
         return out
     sd = statistics.stdev(d)
@@ -136,13 +125,6 @@ def paired_table(results: Sequence[Row], pairs: Sequence[tuple[str, str]], key: 
             if x is not None and y is not None:
                 groups[(k[0], k[1])].append(x - y)
         for (protocol, fraction), diffs in groups.items():
-            rows.append(
-                {
-                    "method": a,
-                    "reference": b,
-                    "protocol": protocol,
-                    "label_fraction": fraction,
-                    **paired_difference(diffs),
-                }
-            )
+            rows.append({"method": a, "reference": b, "protocol": protocol, "label_fraction": fraction,
+                         **paired_difference(diffs)})
     return rows

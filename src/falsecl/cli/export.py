@@ -18,7 +18,9 @@ from falsecl.cli.common import run_function
 def show_export(result: dict[str, Any]) -> None:
     """Print what was written, from which checkpoint, and how far ONNX Runtime is from PyTorch."""
     target = Path(result["output"])
-    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, opset {result['opset']}) from {result['checkpoint']}")
+    print(
+        f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, opset {result['opset']}) from {result['checkpoint']}"
+    )
     if result["max_abs_diff"] is not None:
         print(
             f"ONNX Runtime check: max |ONNX - PyTorch| logits = {result['max_abs_diff']:.3g} "

@@ -99,7 +99,6 @@ def main(argv: Sequence[str] | None = None, *, datamodule_class: type[LightningD
         from falsecl.datamodules import SegmentationDataModule
 
         datamodule_class = SegmentationDataModule
-
     def work() -> None:
         with warnings.catch_warnings():
             # The `falsecl` dispatcher passes argv explicitly while sys.argv also holds it; nothing is mixed up.

@@ -89,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         0 on success (also after ``--help`` / ``--print_config``), 1 if the loss became NaN/inf, else the
         parser's exit code.
     """
-
     def work() -> None:
         with warnings.catch_warnings():
             # `falsecl pretrain ...` passes its own argv; Lightning warns when sys.argv is not empty too.

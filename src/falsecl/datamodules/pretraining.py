@@ -11,15 +11,16 @@ import logging
 from pathlib import Path
 from typing import Any, cast
 
+import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from falsecl.datamodules.shared import loader, run_folder_of, training
 from falsecl.datasets import SEGMENTATION_DATASETS, UnlabeledImagery, segmentation_dataset
+from falsecl.datasets.heldout import is_vaihingen, summarise
 from falsecl.datasets.pretrain import PretrainImagery, PretrainSource, without_held_out
 from falsecl.datasets.stats import BandStats, cached_band_stats
-from falsecl.datasets.unlabeled import is_vaihingen
 from falsecl.transforms import SSLAugmentation, normalize
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class SSLDataModule(LightningDataModule):
         roots: Image folders/files (recursive). Default: ``data/dubai_aerial`` when no ``dataset`` is given
             (none otherwise), of which only the training tiles are used (Dubai val/test tiles, the official
             Potsdam/Vaihingen test tiles by name, and test/val folders never enter pretraining unless
-            ``include_held_out``).
+            ``allow_held_out``).
         extra_roots: Optional extra pools, used only when they exist (default: none).
         dataset: A labelled dataset name (``dubai``, ``potsdam``, ``loveda``, ``folder`` ...) whose ``split``
             is used as a pretraining source, found with the dataset's own file discovery.
@@ -55,7 +56,8 @@ class SSLDataModule(LightningDataModule):
         bands: 0-based bands to keep (``None``: all; every image must then have the same count).
         rgb_bands: Which of the kept bands are R, G, B (colour jitter and grayscale luma); ``[]`` if none are.
             ``None``: the labelled dataset's own (none for Vaihingen IR-R-G), else the first three bands.
-        include_held_out: Also use test/validation folders and tiles.
+        allow_held_out: Also use validation/test images (folders, tiles, splits); refused otherwise.
+        include_held_out: Former name of ``allow_held_out`` (kept for old configs).
         crop_scale: Area range of the random resized crop.
         color_strength: RGB colour-jitter strength ``s`` (SimCLR's is 1.0; moderate 0.5 by default).
         color_p: Probability of colour jitter.
@@ -67,6 +69,9 @@ class SSLDataModule(LightningDataModule):
             ``<trainer.default_root_dir>/band_stats.json`` when a trainer is attached.
         stats_patches: Patches sampled for the statistics.
         seed: Seed of the statistics sample.
+        min_valid_fraction: Skip patches with a smaller share of valid pixels (nodata, masks and alpha are
+            invalid, read from each file's GDAL mask); invalid pixels of kept patches are filled with the band
+            mean, and band statistics count valid pixels only.
     """
 
     def __init__(
@@ -84,7 +89,8 @@ class SSLDataModule(LightningDataModule):
         num_workers: int = 0,
         bands: list[int] | None = None,
         rgb_bands: list[int] | None = None,
-        include_held_out: bool = False,
+        allow_held_out: bool = False,
+        include_held_out: bool | None = None,
         crop_scale: tuple[float, float] = (0.2, 1.0),
         color_strength: float = 0.5,
         color_p: float = 0.8,
@@ -95,6 +101,7 @@ class SSLDataModule(LightningDataModule):
         stats_path: str | None = None,
         stats_patches: int = 256,
         seed: int = 0,
+        min_valid_fraction: float = 0.9,
     ) -> None:
         super().__init__()
         if dataset is not None and dataset not in SEGMENTATION_DATASETS:
@@ -108,12 +115,14 @@ class SSLDataModule(LightningDataModule):
         self.extra_roots = list(extra_roots) if extra_roots is not None else list(DEFAULT_EXTRA_ROOTS)
         self.patch_size, self.stride, self.crop_size = patch_size, stride, crop_size
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.bands, self.rgb_bands, self.include_held_out = bands, rgb_bands, include_held_out
+        self.bands, self.rgb_bands = bands, rgb_bands
+        self.include_held_out = bool(allow_held_out or include_held_out)
         self.crop_scale = tuple(crop_scale)
         self.color_strength, self.color_p = color_strength, color_p
         self.band_brightness, self.band_contrast = band_brightness, band_contrast
         self.grayscale_p, self.blur_p = grayscale_p, blur_p
         self.stats_path, self.stats_patches, self.seed = stats_path, stats_patches, seed
+        self.min_valid_fraction = min_valid_fraction
         self.dataset: PretrainImagery | None = None
         self.stats: BandStats | None = None
         self.mean: list[float] = []
@@ -125,7 +134,7 @@ class SSLDataModule(LightningDataModule):
         """Index the patches, compute (or load) band statistics and build the view augmentation."""
         if self.dataset is not None:
             return
-        self.dataset = PretrainImagery(self._sources())
+        self.dataset = PretrainImagery(self._sources(), self.min_valid_fraction)
         for line in self.dataset.summary():
             log.info("pretraining source %s", line)
         self.in_channels = self.dataset.in_channels
@@ -134,11 +143,12 @@ class SSLDataModule(LightningDataModule):
             self.dataset.write_image_list(run_dir / "pretrain_images.txt")
         path = self.stats_path or (str(run_dir / "band_stats.json") if run_dir is not None else None)
         fingerprint = {
-            "sources": self.dataset.summary(),
+            "sources": self.dataset.source_digests(),
             "bands": self.bands,
             "patch_size": self.patch_size,
             "stride": self.stride,
             "num_files": len(self.dataset.files),
+            "min_valid_fraction": self.min_valid_fraction,
         }
         self.stats = cached_band_stats(
             self.dataset, path, self.stats_patches, self.seed, bands=self.in_channels, fingerprint=fingerprint
@@ -166,13 +176,15 @@ class SSLDataModule(LightningDataModule):
             labelled = segmentation_dataset(
                 self.dataset_name, root, self.split, self.patch_size, self.stride, self.bands, self.palette
             )
+            dropped: list[tuple[Path, str]] = []
             if not self.include_held_out:
                 labelled, dropped = without_held_out(labelled)
                 if dropped:
-                    log.info("official test tiles left out of pretraining: %s", ", ".join(dropped))
+                    log.warning("pretraining on %s: %s", cls.name, summarise(dropped))
             if self.split != "train":
                 log.warning("pretraining on the %r split of %s, not its training split", self.split, cls.name)
-            sources.append(PretrainSource(f"{self.dataset_name}-{self.split}", Path(root), labelled))
+            name = f"{self.dataset_name}-{self.split}"
+            sources.append(PretrainSource(name, Path(root), labelled, tuple(dropped)))
         roots = list(self.roots)
         for extra in self.extra_roots:
             if Path(extra).exists():
@@ -216,9 +228,20 @@ class SSLDataModule(LightningDataModule):
             raise RuntimeError("SSLDataModule.setup() must run before views can be made")
         return [normalize(self.augment(image), self.mean, self.std) for _ in range(2)]
 
+    def fill_invalid(self, image: Tensor, valid: Tensor) -> Tensor:
+        """Raw batch (B, C, H, W) with invalid pixels (``valid`` (B, H, W) False) set to the band mean."""
+        mean = torch.tensor(self.mean, dtype=image.dtype, device=image.device)[None, :, None, None]
+        return torch.where(valid[:, None], image, mean)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Turn raw training batches into ``{"views": [v0, v1], "index", "majority"}``; others are normalised."""
+        """Turn raw training batches into ``{"views": [v0, v1], "index", "majority"}``; others are normalised.
+
+        Invalid pixels (nodata, masks, padding) are first set to the band mean, so they normalise to 0.
+        """
+        image = batch["image"]
+        if "valid" in batch:
+            image = self.fill_invalid(image, batch["valid"])
         if training(self):
             meta = {k: v for k, v in batch.items() if k in ("index", "majority")}
-            return {"views": self.make_views(batch["image"]), **meta}
-        return {**batch, "image": normalize(batch["image"], self.mean, self.std)}
+            return {"views": self.make_views(image), **meta}
+        return {**batch, "image": normalize(image, self.mean, self.std)}

@@ -17,10 +17,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from falsecl.datamodules.shared import loader, run_folder_of, training
 from falsecl.datasets import SEGMENTATION_DATASETS, SegmentationDataset, segmentation_dataset
-from falsecl.datasets.errors import DatasetError
+from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
+from falsecl.datasets.heldout import split_problems
 from falsecl.datasets.io import IGNORE_INDEX
 from falsecl.datasets.stats import cached_band_stats
 from falsecl.datasets.subsets import (
+    files_digest,
     fingerprint_mismatch,
     ids_to_indices,
     label_fraction_subset,
@@ -67,6 +69,9 @@ class SegmentationDataModule(LightningDataModule):
         val_split: Split name used for validation.
         stats_path: JSON cache of band statistics (``None``: next to the run when a trainer is attached).
         stats_patches: Patches sampled for the statistics.
+        allow_held_out: Proceed although training touches held-out data or validation overlaps training
+            (refused otherwise); the run then records what was allowed (:attr:`held_out_override`, in the
+            checkpoint as ``data_held_out_override`` and in ``val_description``).
         labels: ``vector`` dataset: the polygon file (GeoPackage, Shapefile, GeoJSON); ``root`` holds the scenes.
             Its label fraction applies to labelled patches; ``val`` is a spatial block carve.
         class_field: ``vector``: the attribute holding the class.
@@ -101,6 +106,7 @@ class SegmentationDataModule(LightningDataModule):
         val_split: str = "val",
         stats_path: str | None = None,
         stats_patches: int = 256,
+        allow_held_out: bool = False,
         labels: str | None = None,
         class_field: str | None = None,
         layer: str | None = None,
@@ -128,6 +134,9 @@ class SegmentationDataModule(LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.train_split, self.val_split = train_split, val_split
         self.stats_path, self.stats_patches = stats_path, stats_patches
+        self.allow_held_out = allow_held_out
+        #: What held-out data the run was allowed to touch (``allow_held_out``), in words; None when nothing.
+        self.held_out_override: str | None = None
         self.ignore_index = IGNORE_INDEX
         self.vector = VectorSource(labels, class_field, layer, classes, make_valid, val_block_size)
         cls = SEGMENTATION_DATASETS[dataset]
@@ -148,7 +157,9 @@ class SegmentationDataModule(LightningDataModule):
         self.val_set: SegmentationDataset | None = None
         self.augment: SegmentationAugmentation | None = None
 
-    def make_dataset(self, split: str, patch_size: int | None, stride: int | None = None) -> SegmentationDataset:
+    def make_dataset(
+        self, split: str, patch_size: int | None, stride: int | None = None
+    ) -> SegmentationDataset:
         """Build the configured dataset for ``split`` (``patch_size=None``: whole images)."""
         return segmentation_dataset(
             self.dataset_name, self.root, split, patch_size, stride, self.bands, self.palette, self.vector
@@ -174,6 +185,7 @@ class SegmentationDataModule(LightningDataModule):
         self.mean, self.std = list(stats.mean), list(stats.std)
         self.val_set = self.make_dataset(self.val_split, self.patch_size)
         self.val_description = f"{self.val_split}: {self.val_set.split_description}"
+        self._check_held_out(train)
         self.class_colours = [list(c) for c in train.colours]
         if run_dir is not None and self.val_set.val_tiles:
             # Recorded next to the label subset: which training tiles were held out to choose the checkpoint.
@@ -190,11 +202,36 @@ class SegmentationDataModule(LightningDataModule):
             ignore_index=self.ignore_index,
         )
 
+    def _check_held_out(self, train: SegmentationDataset) -> None:
+        """Refuse training on test data or validating on training data, unless ``allow_held_out``."""
+        try:
+            test: SegmentationDataset | None = self.make_dataset("test", None)
+        except (DatasetNotFoundError, ValueError):
+            test = None  # the dataset has no test split here
+        problems = split_problems(train, self.val_set, test)
+        if not problems:
+            return
+        text = "; ".join(problems)
+        if not self.allow_held_out:
+            raise DatasetError(
+                f"{self.dataset_name} under {self.root}: {text}. Fix: train on train_split='train' and validate "
+                "on val_split='val' (docs/data.md, Splits), or pass --data.allow_held_out true to proceed "
+                "knowingly (the run then records it)."
+            )
+        log.warning("allow_held_out: proceeding although %s", text)
+        self.held_out_override = text
+        self.val_description += f" [HELD-OUT DATA ALLOWED: {text}]"
+
     def source_fingerprint(self, train: SegmentationDataset) -> dict[str, Any]:
-        """What the training patches are drawn from: recorded with every artefact derived from them."""
+        """What the training patches are drawn from: recorded with every artefact derived from them.
+
+        Not where the data sits: the images' paths relative to the root and their sizes, so moving or copying
+        the data folder keeps the label subset and statistics valid.
+        """
+        sizes = [(f.image, i.height, i.width) for f, i in zip(train.files, train.infos, strict=True)]
         return {
             "dataset": self.dataset_name,
-            "root": str(Path(self.root).resolve()),
+            "files": files_digest(train.root, sizes),
             "split": self.train_split,
             "bands": train.band_indices,
             "patch_size": self.patch_size,
@@ -243,7 +280,9 @@ class SegmentationDataModule(LightningDataModule):
         """Every patch of the val tiles, in order."""
         if self.val_set is None:
             self.setup("validate")
-        return loader(cast(SegmentationDataset, self.val_set), self.batch_size, self.num_workers, shuffle=False)
+        return loader(
+            cast(SegmentationDataset, self.val_set), self.batch_size, self.num_workers, shuffle=False
+        )
 
     def whole_image_dataset(self, split: str) -> SegmentationDataset:
         """Whole images (raw, not normalised, not tiled) of ``split`` for sliding-window evaluation."""

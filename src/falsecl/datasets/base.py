@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+
 @dataclass(frozen=True)
 class SampleFiles:
     """One image of a dataset, with its mask (``None`` for unlabeled imagery) and its tile (scene).
@@ -54,13 +55,17 @@ class SampleFiles:
     tile: str
 
 
-def resolve_bands(bands: str | Sequence[int] | None, band_sets: Mapping[str, Sequence[int]]) -> list[int] | None:
+def resolve_bands(
+    bands: str | Sequence[int] | None, band_sets: Mapping[str, Sequence[int]]
+) -> list[int] | None:
     """Turn a band choice (``"rgb"``, ``"rgbir"``, 0-based indices, or ``None`` = all) into indices."""
     if bands is None:
         return None
     if isinstance(bands, str):
         if bands not in band_sets:
-            raise ValueError(f"unknown band set {bands!r}; use one of {sorted(band_sets)} or a list of band indices")
+            raise ValueError(
+                f"unknown band set {bands!r}; use one of {sorted(band_sets)} or a list of band indices"
+            )
         return list(band_sets[bands])
     return [int(b) for b in bands]
 
@@ -128,7 +133,9 @@ class SegmentationDataset(Dataset[dict[str, Tensor]]):
     ) -> None:
         self.root = Path(root)
         if self.splits and split not in self.splits:
-            raise ValueError(f"{type(self).__name__}: unknown split {split!r}; use one of {', '.join(self.splits)}")
+            raise ValueError(
+                f"{type(self).__name__}: unknown split {split!r}; use one of {', '.join(self.splits)}"
+            )
         if padding not in POLICIES:
             raise ValueError(f"unknown padding policy {padding!r}; use one of {', '.join(POLICIES)}")
         self.split = split
@@ -205,8 +212,9 @@ class SegmentationDataset(Dataset[dict[str, Tensor]]):
         """Where the split's images come from, in words (recorded with checkpoints and metrics)."""
         if self.val_tiles:
             pool = len({f.tile for f in self._files_of("train")})
-            return f"carved from train: {len(self.val_tiles)} of {pool} tiles (seed {self.val_seed}): " + ", ".join(
-                self.val_tiles
+            return (
+                f"carved from train: {len(self.val_tiles)} of {pool} tiles (seed {self.val_seed}): "
+                + ", ".join(self.val_tiles)
             )
         source = self.split_sources.get(self.split, self.split) if self._carves_val() else self.split
         tiles = sorted({f.tile for f in self.files})
@@ -281,7 +289,8 @@ class SegmentationDataset(Dataset[dict[str, Tensor]]):
     def _require(self, path: Path, what: str = "file") -> Path:
         if not path.exists():
             raise DatasetNotFoundError(
-                f"{type(self).__name__}: missing {what} {path}. Fix: restore it, or check the layout in docs/data.md."
+                f"{type(self).__name__}: missing {what} {path}. Fix: restore it, or check the layout in "
+                "docs/data.md."
             )
         return path
 
@@ -314,7 +323,9 @@ class SegmentationDataset(Dataset[dict[str, Tensor]]):
 
     def read_patch_image(self, p: Patch) -> NDArray[Any]:
         """Raw pixels (C, h, w) of any window ``p`` of an image of this dataset (see :meth:`read_image`)."""
-        return read_window(self.files[p.image_index].image, p.row, p.col, p.height, p.width, self.band_indices, fill=0)
+        return read_window(
+            self.files[p.image_index].image, p.row, p.col, p.height, p.width, self.band_indices, fill=0
+        )
 
     def read_patch_mask(self, p: Patch) -> NDArray[np.int64]:
         """Class indices (h, w) of any window ``p`` of an image of this dataset (see :meth:`read_mask`)."""
@@ -363,7 +374,9 @@ class SegmentationDataset(Dataset[dict[str, Tensor]]):
         return view
 
     # ------------------------------------------------------------------------------------------ display
-    def plot(self, sample: Mapping[str, Tensor], show_titles: bool = True, suptitle: str | None = None) -> Figure:
+    def plot(
+        self, sample: Mapping[str, Tensor], show_titles: bool = True, suptitle: str | None = None
+    ) -> Figure:
         """Show a sample's image (RGB bands, 2-98 % stretch) next to its mask in the class colours.
 
         Args:

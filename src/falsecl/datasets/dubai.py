@@ -48,7 +48,9 @@ class DubaiAerial(SegmentationDataset):
             folder = self._require(self.root / f"Tile {tile}" / "images", "tile folder")
             images = sorted(folder.glob("*.jpg"))
             if not images:
-                raise DatasetNotFoundError(f"DubaiAerial: no *.jpg images in {folder}. Fix: restore the tile's images.")
+                raise DatasetNotFoundError(
+                    f"DubaiAerial: no *.jpg images in {folder}. Fix: restore the tile's images."
+                )
             for image in images:
                 mask = self._require(self.root / self.mask_pattern.format(tile=tile, stem=image.stem), "mask")
                 files.append(SampleFiles(image, mask, f"tile{tile}"))

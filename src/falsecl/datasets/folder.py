@@ -34,10 +34,15 @@ MASK_SUFFIXES = (".png", ".tif", ".tiff")
 def _colour(value: Any, path: Path, name: str) -> Colour:
     if isinstance(value, str) and value.startswith("#") and len(value) == 7:
         return (int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16))
-    if isinstance(value, list | tuple) and len(value) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in value):
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == 3
+        and all(isinstance(v, int) and 0 <= v <= 255 for v in value)
+    ):
         return (int(value[0]), int(value[1]), int(value[2]))
     raise DatasetError(
-        f"palette {path}: class {name!r} has colour {value!r}; write [r, g, b] with 0..255 integers or '#rrggbb'."
+        f"palette {path}: class {name!r} has colour {value!r}; write [r, g, b] with 0..255 integers or "
+        "'#rrggbb'."
     )
 
 
@@ -58,7 +63,8 @@ def load_palette(path: str | Path) -> tuple[list[str], dict[Colour, int] | dict[
     path = Path(path)
     if not path.is_file():
         raise DatasetNotFoundError(
-            f"palette file {path} not found. Fix: write a YAML/JSON file 'class name: [r, g, b]' (docs/data.md)."
+            f"palette file {path} not found. Fix: write a YAML/JSON file 'class name: [r, g, b]' "
+            "(docs/data.md)."
         )
     try:
         if path.suffix.lower() == ".json":
@@ -90,7 +96,9 @@ def load_palette(path: str | Path) -> tuple[list[str], dict[Colour, int] | dict[
         colours = [_colour(v, path, str(key)) for v in value] if many else [_colour(value, path, str(key))]
         for c in colours:
             if c in table:
-                raise DatasetError(f"palette {path}: colour {c} is listed twice; each colour needs one class.")
+                raise DatasetError(
+                    f"palette {path}: colour {c} is listed twice; each colour needs one class."
+                )
             table[c] = cls
         if cls != IGNORE_INDEX:
             display.append(colours[0])

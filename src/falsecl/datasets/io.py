@@ -72,7 +72,9 @@ def _corrupt(path: Path, err: Exception) -> DatasetError:
 
 
 def _missing(path: Path) -> DatasetNotFoundError:
-    return DatasetNotFoundError(f"file not found: {path}. Check the dataset root and layout (see docs/data.md).")
+    return DatasetNotFoundError(
+        f"file not found: {path}. Check the dataset root and layout (see docs/data.md)."
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -199,7 +201,9 @@ def read_info(path: Path) -> ImageInfo:
             mode = img.mode
     except (UnidentifiedImageError, OSError) as err:
         raise _corrupt(path, err) from err
-    return ImageInfo(int(height), int(width), _PIL_BANDS.get(mode, 3), _PIL_DTYPES.get(mode, "uint8"), None, mode)
+    return ImageInfo(
+        int(height), int(width), _PIL_BANDS.get(mode, 3), _PIL_DTYPES.get(mode, "uint8"), None, mode
+    )
 
 
 def _pad(array: NDArray[Any], height: int, width: int, fill: float) -> NDArray[Any]:
@@ -311,7 +315,8 @@ def colours_to_index(
         bad, counts = np.unique(codes[~known], return_counts=True)
         worst = np.argsort(-counts)[:10]
         listed = ", ".join(
-            f"({(int(bad[i]) >> 16) & 255},{(int(bad[i]) >> 8) & 255},{int(bad[i]) & 255}) x {int(counts[i])} px"
+            f"({(int(bad[i]) >> 16) & 255},{(int(bad[i]) >> 8) & 255},{int(bad[i]) & 255}) x "
+            f"{int(counts[i])} px"
             for i in worst
         )
         more = f" and {len(bad) - len(worst)} more" if len(bad) > len(worst) else ""
@@ -349,7 +354,8 @@ def remap_index(mask: NDArray[Any], lut: NDArray[np.int64], path: Path | str) ->
     mask = mask[0] if mask.ndim == 3 else mask
     if mask.size and (int(mask.min()) < 0 or int(mask.max()) > 255):
         raise DatasetError(
-            f"mask {path} has values outside 0..255 ({mask.min()}..{mask.max()}); expected an 8-bit index mask."
+            f"mask {path} has values outside 0..255 ({mask.min()}..{mask.max()}); expected an 8-bit "
+            "index mask."
         )
     out = lut[mask.astype(np.int64)]
     if (out < 0).any():

@@ -133,7 +133,9 @@ class ISPRSPatches(SegmentationDataset):
         return [
             SampleFiles(
                 image,
-                self._require(self.root / self.mask_pattern.format(split=self.split, name=image.name), "label"),
+                self._require(
+                    self.root / self.mask_pattern.format(split=self.split, name=image.name), "label"
+                ),
                 re.sub(r"(_\d+){1,2}$", "", image.stem) or image.stem,
             )
             for image in images

@@ -1,14 +1,17 @@
 """The pretraining pool: folders of unlabeled imagery and labelled datasets' training splits, masks ignored.
 
 Each source keeps its own file discovery and the shared tiling (:mod:`falsecl.tiling`); this module
-only concatenates them, numbers the patches (``"index"``, which MoCo keeps with queued keys) and, for labelled
-sources, adds the majority class of each patch's mask (``"majority"``, FALSE diagnostics only; -1 elsewhere).
+concatenates them, numbers the patches (``"index"``, which MoCo keeps with queued keys), skips patches that are
+mostly nodata (``min_valid_fraction``), returns each patch's validity (``"valid"``: nodata, masks, alpha and
+padding are invalid) and, for labelled sources, adds the majority class of each patch's mask (``"majority"``,
+FALSE diagnostics only; -1 elsewhere).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,14 +19,50 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from rasterio.enums import MaskFlags
+from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from falsecl.datasets import io
 from falsecl.datasets.base import SegmentationDataset
 from falsecl.datasets.errors import DatasetError
-from falsecl.datasets.io import IGNORE_INDEX
-from falsecl.datasets.unlabeled import UnlabeledImagery, held_out_tile
+from falsecl.datasets.heldout import HeldOutRules, summarise
+from falsecl.datasets.io import IGNORE_INDEX, is_tiff
+from falsecl.datasets.readspeed import warn_slow_layouts
+from falsecl.datasets.subsets import files_digest
+from falsecl.datasets.unlabeled import UnlabeledImagery
 from falsecl.tiling import Patch
+
+
+def _read_valid_fallback(path: Path, row: int, col: int, height: int, width: int) -> NDArray[np.bool_]:
+    """GDAL's dataset mask of a GeoTIFF window (nodata, internal/external mask, alpha), False outside the image.
+
+    Used until :mod:`falsecl.datasets.io` provides ``read_valid`` (then that one is used: one definition).
+    """
+    out = np.zeros((height, width), dtype=bool)
+    src = io._rasterio_open(path) if is_tiff(path) else None
+    info = io.read_info(path)
+    h, w = max(0, min(height, info.height - row)), max(0, min(width, info.width - col))
+    if src is None or all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums):
+        out[:h, :w] = True
+    elif h and w:
+        out[:h, :w] = np.asarray(src.dataset_mask(window=Window(col, row, w, h))) != 0
+    return out
+
+
+#: Validity of a window: ``(path, row, col, height, width) -> (height, width)`` booleans, False outside.
+read_valid: Callable[[Path, int, int, int, int], NDArray[np.bool_]] = getattr(io, "read_valid", _read_valid_fallback)
+
+
+def _has_invalid_fallback(path: Path) -> bool:
+    if not is_tiff(path):
+        return False
+    return any(MaskFlags.all_valid not in flags for flags in io._rasterio_open(path).mask_flag_enums)
+
+
+#: Whether a file declares invalid pixels at all (files that do not are valid everywhere inside the image).
+has_invalid_pixels: Callable[[Path], bool] = getattr(io, "has_invalid_pixels", _has_invalid_fallback)
 
 
 def majority_class(mask: NDArray[Any], num_classes: int) -> int:
@@ -43,11 +82,20 @@ class PretrainSource:
             ``"folder0-<folder name>"``).
         root: The folder its image paths are relative to.
         dataset: Its patches: a labelled dataset (masks give ``"majority"``) or unlabeled imagery.
+        excluded: Held-out images left out of a labelled source, with the reason (unlabeled imagery keeps its
+            own in ``dataset.excluded``).
     """
 
     name: str
     root: Path
     dataset: SegmentationDataset | UnlabeledImagery
+    excluded: tuple[tuple[Path, str], ...] = ()
+
+    @property
+    def exclusions(self) -> list[tuple[Path, str]]:
+        """Every held-out image left out of this source, with the reason."""
+        own = self.dataset.excluded if isinstance(self.dataset, UnlabeledImagery) else []
+        return list(self.excluded) + list(own)
 
     @property
     def labelled(self) -> bool:
@@ -71,21 +119,27 @@ class PretrainSource:
         return out
 
 
-def without_held_out(dataset: SegmentationDataset) -> tuple[SegmentationDataset, list[str]]:
-    """The dataset minus images that are official ISPRS test tiles by name (e.g. in a flat ``all`` split).
+def without_held_out(dataset: SegmentationDataset) -> tuple[SegmentationDataset, list[tuple[Path, str]]]:
+    """The dataset minus held-out images (:mod:`falsecl.datasets.heldout`), e.g. test crops in a flat ``all``.
 
     Returns:
-        The (re-tiled) dataset, or ``dataset`` itself when nothing is dropped, and the dropped tiles.
+        The (re-tiled) dataset, or ``dataset`` itself when nothing is dropped, and the dropped images with the
+        reason.
+
+    Raises:
+        DatasetError: Every image is held out.
     """
-    keep = [i for i, f in enumerate(dataset.files) if held_out_tile(f.image.name) is None]
-    if len(keep) == len(dataset.files):
+    rules = HeldOutRules()
+    reasons = [rules.reason(f.image, []) for f in dataset.files]
+    keep = [i for i, r in enumerate(reasons) if r is None]
+    dropped = [(f.image, r) for f, r in zip(dataset.files, reasons, strict=True) if r is not None]
+    if not dropped:
         return dataset, []
     if not keep:
         raise DatasetError(
-            f"every image of {type(dataset).__name__} under {dataset.root} (split {dataset.split!r}) is an official "
-            "test tile. Fix: pretrain on the training split, or pass include_held_out=True knowingly."
+            f"every image of {type(dataset).__name__} under {dataset.root} (split {dataset.split!r}) is held out "
+            f"({summarise(dropped)}). Fix: pretrain on the training split, or pass allow_held_out=True knowingly."
         )
-    dropped = sorted({str(held_out_tile(f.image.name)) for f in dataset.files} - {"None"})
     return dataset.with_images(keep, dataset.patch_size, dataset.stride), dropped
 
 
@@ -94,16 +148,19 @@ class PretrainImagery(Dataset[dict[str, Tensor]]):
 
     Args:
         sources: The sources, in order (patch indices follow it).
+        min_valid_fraction: Patches whose share of valid pixels (GDAL's mask: nodata, masks, alpha) is below
+            this are skipped; 0 keeps every patch.
 
     Raises:
-        DatasetError: No source, or sources with different band counts or data types (one normalisation
-            cannot fit both).
+        DatasetError: No source, sources with different band counts or data types (one normalisation
+            cannot fit both), or no patch with enough valid pixels.
     """
 
-    def __init__(self, sources: Sequence[PretrainSource]) -> None:
+    def __init__(self, sources: Sequence[PretrainSource], min_valid_fraction: float = 0.0) -> None:
         if not sources:
             raise DatasetError(
-                "no pretraining source. Fix: pass --data.roots (image folders) and/or --data.dataset with --data.root."
+                "no pretraining source. Fix: pass --data.roots (image folders) and/or --data.dataset with "
+                "--data.root."
             )
         self.sources = list(sources)
         first = self.sources[0]
@@ -120,12 +177,65 @@ class PretrainImagery(Dataset[dict[str, Tensor]]):
                     f"{first.name} is {first.dataset.infos[0].dtype}: one normalisation cannot fit both "
                     "value ranges. Fix: rescale one of them, or pretrain on them separately."
                 )
+        if not 0.0 <= min_valid_fraction <= 1.0:
+            raise ValueError(f"min_valid_fraction must be in [0, 1], got {min_valid_fraction}")
+        self.min_valid_fraction = min_valid_fraction
+        warn_slow_layouts(p for src in self.sources for p in src.image_paths)
+        self._invalid: dict[Path, bool] = {}
+        #: Patches skipped per source for too few valid pixels.
+        self.skipped: list[int] = []
+        self.sources = [self._without_empty_patches(src) for src in self.sources]
         self.offsets = [0]
         for src in self.sources:
             self.offsets.append(self.offsets[-1] + len(src.dataset))
+        if len(self) == 0:
+            raise DatasetError(
+                f"no pretraining patch has at least {min_valid_fraction:.0%} valid pixels ({sum(self.skipped)} "
+                "skipped). Fix: lower --data.min_valid_fraction, or check the nodata value of the images."
+            )
         # Majority classes computed so far (-2: not yet): a mask is decoded once per patch (and worker), not
         # every epoch.
         self._majority = np.full(len(self), -2, dtype=np.int64)
+
+    @staticmethod
+    def _image_file(src: PretrainSource, image_index: int) -> Path:
+        ds = src.dataset
+        return ds.files[image_index].image if isinstance(ds, SegmentationDataset) else ds.files[image_index]
+
+    def _patch_valid(self, src: PretrainSource, patch: Patch) -> NDArray[np.bool_]:
+        path = self._image_file(src, patch.image_index)
+        if path not in self._invalid:
+            self._invalid[path] = has_invalid_pixels(path)
+        if self._invalid[path]:
+            return read_valid(path, patch.row, patch.col, patch.height, patch.width)
+        info = src.dataset.infos[patch.image_index]
+        out = np.zeros((patch.height, patch.width), dtype=bool)
+        out[: max(0, info.height - patch.row), : max(0, info.width - patch.col)] = True
+        return out
+
+    def _without_empty_patches(self, src: PretrainSource) -> PretrainSource:
+        """The source with the patches below ``min_valid_fraction`` removed (counted in :attr:`skipped`)."""
+        if self.min_valid_fraction <= 0:
+            self.skipped.append(0)
+            return src
+        keep = []
+        for p in src.dataset.patches:
+            valid = self._patch_valid(src, p)
+            info = src.dataset.infos[p.image_index]
+            inside = valid[: info.height - p.row, : info.width - p.col]  # padding is the tiling's, not nodata
+            if not self._invalid[self._image_file(src, p.image_index)] or inside.mean() >= self.min_valid_fraction:
+                keep.append(p)
+        self.skipped.append(len(src.dataset.patches) - len(keep))
+        if len(keep) == len(src.dataset.patches):
+            return src
+        dataset = copy.copy(src.dataset)
+        dataset.patches = keep
+        return PretrainSource(src.name, src.root, dataset, src.excluded)
+
+    def read_valid(self, index: int) -> NDArray[np.bool_]:
+        """Validity (p, p) of patch ``index``: False for nodata, masked, alpha-0 and padding pixels."""
+        src, j = self._locate(index)
+        return self._patch_valid(src, src.dataset.patches[j])
 
     def _locate(self, index: int) -> tuple[PretrainSource, int]:
         if not 0 <= index < len(self):
@@ -176,20 +286,40 @@ class PretrainImagery(Dataset[dict[str, Tensor]]):
             "image": torch.from_numpy(self.read_image(index).astype(np.float32)),
             "index": torch.tensor(index, dtype=torch.int64),
             "majority": torch.tensor(self.majority(index), dtype=torch.int64),
+            "valid": torch.from_numpy(self.read_valid(index)),
         }
 
     def summary(self) -> list[str]:
-        """One line per source: name, root, image and patch counts."""
-        return [
-            f"{src.name}: {len(src.image_paths)} image(s), {len(src.dataset)} patch(es) from {src.root.resolve()}"
-            for src in self.sources
-        ]
+        """One line per source: name, root, image and patch counts, and what was left out."""
+        out = []
+        for src, skipped in zip(self.sources, self.skipped, strict=True):
+            line = f"{src.name}: {len(src.image_paths)} image(s), {len(src.dataset)} patch(es)"
+            line += f" from {src.root.resolve()}"
+            if skipped:
+                line += f"; {skipped} patch(es) skipped: valid fraction below {self.min_valid_fraction:g}"
+            left = summarise(src.exclusions)
+            out.append(line + (f"; {left}" if left else ""))
+        return out
+
+    def source_digests(self) -> list[str]:
+        """``"<source>:<digest of relative paths and sizes>"`` per source: what the patches are, not where."""
+        out = []
+        for src in self.sources:
+            sizes = [(p, i.height, i.width) for p, i in zip(src.image_paths, src.dataset.infos, strict=True)]
+            out.append(f"{src.name}:{files_digest(src.root, sizes)}")
+        return out
 
     def write_image_list(self, path: str | Path) -> None:
-        """Write ``pretrain_images.txt``: a ``#`` comment per source, then ``<source>:<relative path>`` per image."""
+        """Write ``pretrain_images.txt``.
+
+        A ``#`` comment per source (counts, exclusions), ``# excluded <source>:<path> (<reason>)`` per held-out
+        image left out, then ``<source>:<relative path>`` per image used.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = [f"# {line}" for line in self.summary()]
+        for src in self.sources:
+            lines += [f"# excluded {src.name}:{p} ({why})" for p, why in src.exclusions]
         for src in self.sources:
             lines += [f"{src.name}:{rel}" for rel in src.relative_paths()]
         path.write_text("\n".join(lines) + "\n")

@@ -60,7 +60,9 @@ class BandStats:
 def compute_band_stats(dataset: PatchSource, max_patches: int = 256, seed: int = 0) -> BandStats:
     """Mean/std per band over a seeded random sample of at most ``max_patches`` patches.
 
-    Sums are accumulated in float64 (16-bit data squared overflows float32 precision quickly).
+    Sums are accumulated in float64 (16-bit data squared overflows float32 precision quickly). A dataset with
+    ``read_valid(i) -> (h, w)`` booleans (the pretraining pool) counts its valid pixels only, so nodata fill and
+    padding never pull the statistics (a pool of mostly empty scenes would otherwise give a mean near 0).
 
     Args:
         dataset: The training dataset (raw, unnormalised).
@@ -83,13 +85,20 @@ def compute_band_stats(dataset: PatchSource, max_patches: int = 256, seed: int =
     sq = np.zeros(first.shape[0])
     peak = np.full(first.shape[0], -np.inf)
     count = 0
+    read_valid = getattr(dataset, "read_valid", None)
     for i in chosen:
         x = dataset.read_image(int(i)).astype(np.float64)
         flat = x.reshape(x.shape[0], -1)
+        if read_valid is not None:
+            flat = flat[:, np.asarray(read_valid(int(i))).reshape(-1)]
+            if flat.shape[1] == 0:
+                continue
         total += flat.sum(1)
         sq += (flat * flat).sum(1)
         peak = np.maximum(peak, flat.max(1))
         count += flat.shape[1]
+    if count == 0:
+        raise DatasetError("no valid pixel in the patches sampled for band statistics; check the nodata value")
     mean = total / count
     var = np.maximum(sq / count - mean * mean, 0.0)
     std = [max(math.sqrt(v), 1e-6) for v in var]
@@ -131,7 +140,9 @@ def load_band_stats(path: str | Path) -> BandStats:
             int(raw["num_patches"]),
         )
     except (KeyError, TypeError, ValueError) as err:
-        raise DatasetError(f"band statistics file {path} is malformed ({err}). Fix: delete it to recompute.") from err
+        raise DatasetError(
+            f"band statistics file {path} is malformed ({err}). Fix: delete it to recompute."
+        ) from err
 
 
 def cached_band_stats(

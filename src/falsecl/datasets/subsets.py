@@ -2,12 +2,14 @@
 
 The subset is saved as a list of patch ids (one per line) so a run can be reproduced and compared across
 methods on exactly the same labels, as in the FALSE paper's few-label protocol. Its first line is a comment
-holding the *fingerprint* of what it was drawn from (dataset, root, split, patch size, stride, fraction, seed,
-file and patch counts), so a file drawn under other settings is never reused silently.
+holding the *fingerprint* of what it was drawn from (dataset, split, patch size, stride, fraction, seed, file
+and patch counts, and a digest of the images' paths relative to the dataset root and their sizes), so a file
+drawn under other settings is never reused silently, while moving or copying the data folder keeps it valid.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -90,6 +92,26 @@ def carve_tiles(tiles: Sequence[str], fraction: float = 0.125, seed: int = 0) ->
     count = min(len(names) - 1, max(1, round(fraction * len(names))))
     rng = np.random.default_rng(seed)
     return sorted(names[i] for i in rng.choice(len(names), size=count, replace=False))
+
+
+def files_digest(root: Path, files: Sequence[tuple[Path, int, int]]) -> str:
+    """A short digest of what defines the patches: each image's path relative to ``root`` and its size.
+
+    Args:
+        root: The dataset root (images outside it count by file name).
+        files: ``(image path, height, width)`` per image, in the dataset's order.
+
+    Returns:
+        16 hex digits; the same for a copy of the data in another folder.
+    """
+    h = hashlib.sha256()
+    for path, height, width in files:
+        try:
+            rel = path.relative_to(root).as_posix()
+        except ValueError:
+            rel = path.name
+        h.update(f"{rel}\t{height}\t{width}\n".encode())
+    return h.hexdigest()[:16]
 
 
 _FINGERPRINT = "# fingerprint: "

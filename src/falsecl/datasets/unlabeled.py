@@ -2,18 +2,14 @@
 
 Images are cut into patches with the shared tiling routine; GeoTIFFs are read in windows. Several roots can be
 combined (e.g. the Dubai training tiles plus an extra unlabeled pool). Held-out data never enters pretraining
-by
-default: in a Dubai-layout root only the training tiles are used; the official test tiles of ISPRS Potsdam
-(``top_potsdam_<r>_<c>_*``) and Vaihingen (``top_mosaic_09cm_area<N>*``) are recognised by name wherever they
-sit; folders named ``test``/``val``/``valid``/``validation`` (or starting with ``test_``/``val_``) are skipped,
-as are label folders (``masks``, ``masks_png``, ``ann_dir``, ``labels``, ``*_lbl``, ``gts*``) and files named
-``*_mask.*``/``*_label.*``. Each exclusion is logged.
+by default: the rules (dataset layouts recognised wherever they sit, ISPRS test tiles by name, held-out folder
+names, symlinks judged by their target, label files never imagery) live in :mod:`falsecl.datasets.heldout`;
+every exclusion is logged and kept in :attr:`UnlabeledImagery.excluded`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,10 +22,9 @@ from torch.utils.data import Dataset
 
 from falsecl.datasets.base import resolve_bands
 from falsecl.datasets.display import display_rgb
-from falsecl.datasets.dubai import DubaiAerial
 from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
+from falsecl.datasets.heldout import HeldOutRules, ImageScan, summarise
 from falsecl.datasets.io import IMAGE_SUFFIXES, ImageInfo, read_info, read_window
-from falsecl.datasets.isprs import POTSDAM_TEST, VAIHINGEN_TEST
 from falsecl.tiling import POLICIES, PaddingPolicy, Patch, tile_patches
 
 if TYPE_CHECKING:
@@ -37,95 +32,55 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HELD_OUT_DIRS = ("test", "val", "valid", "validation")
-LABEL_DIRS = ("masks", "masks_png", "ann_dir", "labels", "label", "5_labels_all")
-_LABEL_FILE = re.compile(r"_(mask|label|lbl)$", re.IGNORECASE)
-_POTSDAM_TILE = re.compile(r"^top_potsdam_(\d+_\d+)(?:_|$)", re.IGNORECASE)
-_VAIHINGEN_AREA = re.compile(r"^top_mosaic_09cm_area(\d+)(?:\D|$)", re.IGNORECASE)
-# mmsegmentation's conversion names crops <tile>_<x0>_<y0>_<x1>_<y1>: "2_13_0_0_512_512", "area2_0_0_512_512".
-_MMSEG_POTSDAM = re.compile(r"^(\d+_\d+)(?:_\d+){4}$")
-_MMSEG_VAIHINGEN = re.compile(r"^area(\d+)(?:_\d+){4}$", re.IGNORECASE)
+def scan_images(root: Path, include_held_out: bool = False) -> ImageScan:
+    """Image files under ``root`` (recursive, sorted) for pretraining, minus labels and held-out images.
 
-
-def is_vaihingen(name: str) -> bool:
-    """Whether a file name is a Vaihingen tile (or a patch of one): IR-R-G false colour, no true RGB."""
-    stem = Path(name).stem
-    return _VAIHINGEN_AREA.match(stem) is not None or _MMSEG_VAIHINGEN.match(stem) is not None
-
-
-def held_out_tile(name: str) -> str | None:
-    """``"potsdam <r>_<c>"`` / ``"vaihingen area <N>"`` when a file name is an official ISPRS test tile, else None.
-
-    Patches cut from a test tile keep the tile's name as prefix (``top_potsdam_2_13_RGBIR_0_1.tif``), so they are
-    recognised too, as are mmsegmentation's crops (``2_13_0_0_512_512.png``, ``area2_0_0_512_512.png``).
-    """
-    stem = Path(name).stem
-    if (m := _POTSDAM_TILE.match(stem) or _MMSEG_POTSDAM.match(stem)) and m.group(1) in POTSDAM_TEST:
-        return f"potsdam {m.group(1)}"
-    if (m := _VAIHINGEN_AREA.match(stem) or _MMSEG_VAIHINGEN.match(stem)) and int(m.group(1)) in VAIHINGEN_TEST:
-        return f"vaihingen area {int(m.group(1))}"
-    return None
-
-
-def _held_out(part: str) -> bool:
-    low = part.lower()
-    return low in HELD_OUT_DIRS or low.startswith(("test_", "val_"))
-
-
-def _is_label(part: str) -> bool:
-    low = part.lower()
-    # Vaihingen ground truth (gts_for_participants/, ..._ground_truth_...) has the image file names.
-    return low in LABEL_DIRS or low.endswith("_lbl") or low.startswith("gts") or "ground_truth" in low
-
-
-def find_images(root: Path, include_held_out: bool = False) -> list[Path]:
-    """Image files under ``root`` (recursive, sorted) for pretraining, minus label and held-out folders.
+    The held-out rules (dataset layouts found above, at or below ``root``, ISPRS test tiles by name, held-out
+    folder names, symlinks judged by their target) are those of :mod:`falsecl.datasets.heldout`.
 
     Args:
         root: A folder or a single image file.
-        include_held_out: Also take test/validation folders, the Dubai val/test tiles and the official ISPRS
-            Potsdam/Vaihingen test tiles.
+        include_held_out: Also take validation/test images (label files are never taken).
 
     Returns:
-        Sorted image paths.
+        The images, and what was left out and why.
 
     Raises:
         DatasetNotFoundError: ``root`` does not exist.
     """
     if not root.exists():
-        raise DatasetNotFoundError(f"unlabeled imagery root {root} does not exist. Fix: pass an existing folder.")
-    if root.is_file():
-        return [root]
-    dubai_train = {f"Tile {t}" for t in DubaiAerial.split_tiles["train"]}
-    is_dubai = any((root / f"Tile {t}" / "images").is_dir() for t in range(1, 9))
-    images, skipped = [], 0
-    tiles: set[str] = set()
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        parts = path.relative_to(root).parts
-        dirs = parts[:-1]
-        if any(_is_label(d) for d in dirs) or _LABEL_FILE.search(path.stem):
-            continue
-        if not include_held_out and (
-            any(_held_out(d) for d in dirs) or (is_dubai and dirs and dirs[0] not in dubai_train)
-        ):
-            skipped += 1
-            continue
-        tile = None if include_held_out else held_out_tile(path.name)
-        if tile is not None:
-            tiles.add(tile)
-            skipped += 1
-            continue
-        images.append(path)
-    if skipped:
-        log.info(
-            "unlabeled imagery: %d held-out image(s) under %s not used (include_held_out=False)%s",
-            skipped,
-            root,
-            f"; official ISPRS test tiles among them: {', '.join(sorted(tiles))}" if tiles else "",
+        raise DatasetNotFoundError(
+            f"unlabeled imagery root {root} does not exist. Fix: pass an existing folder."
         )
-    return images
+    rules = HeldOutRules()
+    candidates: list[tuple[Path, list[str]]]
+    if root.is_file():
+        candidates = [(root, [])]
+    else:
+        candidates = [
+            (path, list(path.relative_to(root).parts[:-1]))
+            for path in sorted(root.rglob("*"))
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+        ]
+    scan = ImageScan(root, [], [])
+    for path, dirs in candidates:
+        if rules.is_label(path, dirs) or rules.is_label(path.resolve(), []):
+            scan.labels += 1
+            continue
+        root_name = root.name if root.is_dir() else None
+        reason = None if include_held_out else rules.reason(path, dirs, root_name)
+        if reason is None:
+            scan.images.append(path)
+        else:
+            scan.excluded.append((path, reason))
+    if scan.excluded:
+        log.warning("pretraining images under %s: %s", root, summarise(scan.excluded))
+    return scan
+
+
+def find_images(root: Path, include_held_out: bool = False) -> list[Path]:
+    """The images :func:`scan_images` keeps (sorted paths)."""
+    return scan_images(root, include_held_out).images
 
 
 class UnlabeledImagery(Dataset[dict[str, Tensor]]):
@@ -167,15 +122,20 @@ class UnlabeledImagery(Dataset[dict[str, Tensor]]):
         self.files: list[Path] = []
         self.infos: list[ImageInfo] = []
         self.patches: list[Patch] = []
+        #: Held-out images left out, with the reason (see :mod:`falsecl.datasets.heldout`).
+        self.excluded: list[tuple[Path, str]] = []
         for root in self.roots:
-            found = find_images(root, include_held_out)
-            if not found:
+            scan = scan_images(root, include_held_out)
+            self.excluded += scan.excluded
+            if not scan.images:
+                why = f" ({summarise(scan.excluded)})" if scan.excluded else ""
                 raise DatasetNotFoundError(
-                    f"no JPEG/PNG/GeoTIFF images under {root} (searched recursively; label and held-out "
-                    "folders "
-                    "excluded). Fix: check the path, or pass the folder that holds the images."
+                    f"no JPEG/PNG/GeoTIFF images under {root} to pretrain on (searched recursively; "
+                    f"{scan.labels} label file(s) and {len(scan.excluded)} held-out image(s) excluded{why}). "
+                    "Fix: pass the folder that holds the training images; include_held_out=True only if "
+                    "no model selection or evaluation will use these images."
                 )
-            for path in found:
+            for path in scan.images:
                 info = read_info(path)
                 self._check(path, info)
                 tile = str(path.relative_to(root)) if root.is_dir() else path.name
@@ -229,12 +189,16 @@ class UnlabeledImagery(Dataset[dict[str, Tensor]]):
     def read_image(self, index: int) -> NDArray[Any]:
         """Raw pixels (C, patch, patch) of patch ``index`` in the file's dtype."""
         p = self.patches[index]
-        return read_window(self.files[p.image_index], p.row, p.col, p.height, p.width, self.band_indices, fill=0)
+        return read_window(
+            self.files[p.image_index], p.row, p.col, p.height, p.width, self.band_indices, fill=0
+        )
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return {"image": torch.from_numpy(self.read_image(index).astype(np.float32))}
 
-    def plot(self, sample: dict[str, Tensor], show_titles: bool = True, suptitle: str | None = None) -> Figure:
+    def plot(
+        self, sample: dict[str, Tensor], show_titles: bool = True, suptitle: str | None = None
+    ) -> Figure:
         """Show a sample's image (first three bands, 2-98 % stretch).
 
         Args:
