@@ -172,3 +172,16 @@ def test_a_layer_is_chosen_by_name_and_integer_classes_sort_numerically(tmp_path
     )
     ds = VectorLabels(scene, labels, "class", layer="two", split="all")
     assert ds.classes == ("9", "10")
+
+
+def test_held_out_check_compares_blocks_not_scenes(scene):
+    from falsecl.datasets.heldout import split_problems
+
+    scenes, labels = scene
+    kw = dict(patch_size=16, val_block_size=32, val_fraction=0.3, val_seed=3)
+    train = VectorLabels(scenes, labels, "class", split="train", **kw)
+    val = VectorLabels(scenes, labels, "class", split="val", **kw)
+    assert train.files == val.files  # the same scene on both sides ...
+    assert split_problems(train, val, None) == []  # ... but no shared block
+    everything = VectorLabels(scenes, labels, "class", split="all", **kw)
+    assert "share" in split_problems(train, everything, None)[0]

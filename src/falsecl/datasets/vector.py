@@ -259,6 +259,17 @@ class VectorLabels(SegmentationDataset):
             view.patches = view._split_patches(view._labelled_patches(patch_size, stride))
         return view
 
+    def split_units(self) -> set[Path]:
+        """The blocks this split's patches touch, ``<scene>/block_r<i>_c<j>``.
+
+        Train and val share scenes but never blocks, so the held-out checks compare blocks.
+        """
+        units = set()
+        for p in self.patches:
+            scene = self.files[p.image_index].image.resolve()
+            units |= {scene / block.rsplit("/", 1)[1] for block in self._blocks_touched(p)}
+        return units
+
     @property
     def split_description(self) -> str:
         """The block carve in words (recorded with checkpoints and metrics)."""
