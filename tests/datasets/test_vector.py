@@ -185,3 +185,15 @@ def test_held_out_check_compares_blocks_not_scenes(scene):
     assert split_problems(train, val, None) == []  # ... but no shared block
     everything = VectorLabels(scenes, labels, "class", split="all", **kw)
     assert "share" in split_problems(train, everything, None)[0]
+
+
+def test_a_vrt_mosaic_is_a_scene(scene, tmp_path):
+    import rasterio.shutil
+
+    scenes, labels = scene
+    vrt = tmp_path / "mosaic.vrt"
+    rasterio.shutil.copy(scenes / "s1.tif", vrt, driver="VRT")
+    ds = VectorLabels(vrt, labels, "class", split="all", patch_size=32)
+    assert [f.image for f in ds.files] == [vrt]
+    np.testing.assert_array_equal(ds.with_patch_size(None).read_mask(0), fv.expected_mask(64, 96, BOXES, [2, 1, 0]))
+    assert ds[0]["image"].shape == (3, 32, 32)
