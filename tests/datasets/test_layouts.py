@@ -191,6 +191,7 @@ def test_dataset_registry():
         "deepglobe",
         "loveda",
         "folder",
+        "vector",
         "unlabeled",
     }
 

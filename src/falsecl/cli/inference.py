@@ -13,6 +13,7 @@ Usage::
     falsecl predict --checkpoint runs/ft --input scene.tif --output scene_classes.tif \\
         --preview scene_classes.png --confidence scene_confidence.tif
     falsecl predict --checkpoint runs/ft --input tiles/ mosaic.vrt 'more/*.tif' --output_dir maps/ --preview true
+    falsecl predict --checkpoint runs/ft --input scene.tif --output classes.tif --vector polygons.gpkg --min_area 25
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def show_written(src: Path, summary: dict[str, Any], seconds: float) -> None:
     mpix = summary["height"] * summary["width"] / 1e6
     print(
         f"{src}: {summary['width']} x {summary['height']} px, {seconds:.1f} s, {mpix / seconds:.2f} MP/s "
-        f"-> {summary['outputs']['classes']}",
+        f"-> {summary['outputs']['classes']}"
+        + (f", {summary['polygons']} polygons -> {summary['outputs']['vector']}" if "polygons" in summary else ""),
         flush=True,
     )
 

@@ -32,6 +32,7 @@ from falsecl.datasets.subsets import (
     load_ids,
     save_ids,
 )
+from falsecl.datasets.vector import VectorSource
 from falsecl.transforms import SegmentationAugmentation, normalize
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,13 @@ class SegmentationDataModule(LightningDataModule):
         allow_held_out: Proceed although training touches held-out data or validation overlaps training
             (refused otherwise); the run then records what was allowed (:attr:`held_out_override`, in the
             checkpoint as ``data_held_out_override`` and in ``val_description``).
+        labels: ``vector`` dataset: the polygon file (GeoPackage, Shapefile, GeoJSON); ``root`` holds the scenes.
+            Its label fraction applies to labelled patches; ``val`` is a spatial block carve.
+        class_field: ``vector``: the attribute holding the class.
+        layer: ``vector``: the layer of a multi-layer file.
+        classes: ``vector``: class names fixing their order, or a palette file (default: sorted field values).
+        make_valid: ``vector``: repair invalid polygons instead of stopping.
+        val_block_size: ``vector``: side of the validation blocks in scene pixels.
     """
 
     def __init__(
@@ -101,6 +109,12 @@ class SegmentationDataModule(LightningDataModule):
         stats_path: str | None = None,
         stats_patches: int = 256,
         allow_held_out: bool = False,
+        labels: str | None = None,
+        class_field: str | None = None,
+        layer: str | None = None,
+        classes: list[str] | str | None = None,
+        make_valid: bool = False,
+        val_block_size: int = 1024,
     ) -> None:
         super().__init__()
         if dataset not in SEGMENTATION_DATASETS:
@@ -131,6 +145,7 @@ class SegmentationDataModule(LightningDataModule):
         #: What held-out data the run was allowed to touch (``allow_held_out``), in words; None when nothing.
         self.held_out_override: str | None = None
         self.ignore_index = IGNORE_INDEX
+        self.vector = VectorSource(labels, class_field, layer, classes, make_valid, val_block_size)
         cls = SEGMENTATION_DATASETS[dataset]
         # Known before setup() for classes with fixed classes (all but 'folder'), so models can be built
         # early.
@@ -154,7 +169,7 @@ class SegmentationDataModule(LightningDataModule):
     ) -> SegmentationDataset:
         """Build the configured dataset for ``split`` (``patch_size=None``: whole images)."""
         return segmentation_dataset(
-            self.dataset_name, self.root, split, patch_size, stride, self.bands, self.palette
+            self.dataset_name, self.root, split, patch_size, stride, self.bands, self.palette, self.vector
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -234,6 +249,7 @@ class SegmentationDataModule(LightningDataModule):
             "stride": self.stride,
             "num_files": len(train.files),
             "num_patches": len(train),
+            **({"labels": str(Path(self.vector.labels or "").resolve())} if self.dataset_name == "vector" else {}),
         }
 
     def _label_subset(

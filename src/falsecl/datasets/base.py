@@ -305,6 +305,10 @@ class SegmentationDataset(Dataset[dict[str, Tensor]]):
         """Bands per sample after band selection."""
         return len(self.band_indices) if self.band_indices is not None else self.infos[0].bands
 
+    def split_units(self) -> set[Path]:
+        """What the split holds, for the held-out checks: its images (datasets split finer say so)."""
+        return {f.image.resolve() for f in self.files}
+
     @property
     def patch_ids(self) -> list[str]:
         """Stable patch identifiers, ``"<tile>/<image index>:<row>:<col>"``."""

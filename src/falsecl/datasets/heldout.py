@@ -327,7 +327,7 @@ def split_problems(
     """
 
     def images(ds: SegmentationDataset | None) -> set[Path]:
-        return {f.image.resolve() for f in ds.files} if ds is not None else set()
+        return ds.split_units() if ds is not None else set()
 
     tr, va, te = images(train), images(val), images(test)
     problems = []

@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
 
 IGNORE_INDEX = 255
-TIFF_SUFFIXES = (".tif", ".tiff")
+TIFF_SUFFIXES = (".tif", ".tiff", ".vrt")  # read with rasterio (windowed); VRT mosaics too
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 # Decoded JPEG/PNG kept per process (MiB). Shuffled training visits the patches of an image in random order;
 # without a cache every patch would decode its whole image and mask again (20 patches/s instead of thousands).

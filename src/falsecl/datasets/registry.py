@@ -18,6 +18,7 @@ from falsecl.datasets.folder import FolderDataset
 from falsecl.datasets.isprs import ISPRSMMSeg, PotsdamPatches, PotsdamTiles, VaihingenPatches
 from falsecl.datasets.loveda import LoveDA
 from falsecl.datasets.unlabeled import UnlabeledImagery
+from falsecl.datasets.vector import VectorLabels, VectorSource
 
 #: Dataset name (CLI, datamodules, configs) -> class.
 DATASETS: dict[str, type[SegmentationDataset] | type[UnlabeledImagery]] = {
@@ -29,6 +30,7 @@ DATASETS: dict[str, type[SegmentationDataset] | type[UnlabeledImagery]] = {
     "deepglobe": DeepGlobeLandCover,
     "loveda": LoveDA,
     "folder": FolderDataset,
+    "vector": VectorLabels,
     "unlabeled": UnlabeledImagery,
 }
 
@@ -46,6 +48,7 @@ def segmentation_dataset(
     stride: int | None = None,
     bands: str | Sequence[int] | None = None,
     palette: str | None = None,
+    vector: VectorSource | None = None,
 ) -> SegmentationDataset:
     """A labelled dataset by name.
 
@@ -57,6 +60,7 @@ def segmentation_dataset(
         stride: Step between patches (``None``: ``patch_size``).
         bands: Band set name or 0-based indices (``None``: the dataset's default).
         palette: Palette file, used by ``folder`` only.
+        vector: Labels and options of the ``vector`` dataset (polygons over scenes).
 
     Returns:
         The dataset.
@@ -76,4 +80,6 @@ def segmentation_dataset(
         kwargs["bands"] = bands
     if cls.name == "folder":
         kwargs["palette"] = palette
+    if cls.name == "vector":
+        kwargs |= (vector or VectorSource()).kwargs()
     return cls(root, **kwargs)

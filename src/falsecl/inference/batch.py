@@ -16,6 +16,7 @@ from typing import Any, Literal
 from falsecl.inference.checkpoint import classes_of, load_task, make_predictor
 from falsecl.inference.raster import predict_raster
 from falsecl.inference.sliding_window import Blend
+from falsecl.inference.vector import polygonize_class_map
 
 #: File suffixes taken from a folder given to ``predict --input``.
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".png", ".jpg", ".jpeg", ".img")
@@ -54,7 +55,12 @@ def outputs_for(
     src: Path, output: str | None, output_dir: str | None, extras: Mapping[str, bool | str | None]
 ) -> dict[str, str | None]:
     """Output paths of one input: ``--output`` and explicit paths, or names derived inside ``--output_dir``."""
-    suffix = {"probabilities": "_probabilities.tif", "confidence": "_confidence.tif", "preview": "_preview.png"}
+    suffix = {
+        "probabilities": "_probabilities.tif",
+        "confidence": "_confidence.tif",
+        "preview": "_preview.png",
+        "vector": "_polygons.gpkg",
+    }
     if output_dir is None:
         for kind, value in extras.items():
             if value is True:
@@ -115,6 +121,9 @@ def predict_files(
     output_stride: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    vector: bool | str | None = None,
+    min_area: float = 0.0,
+    simplify: float = 0.0,
     on_written: Callable[[Path, dict[str, Any], float], None] | None = None,
     on_failed: Callable[[Path, Exception], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -146,6 +155,13 @@ def predict_files(
         output_stride: Run DeepLabv3+ at output stride 8 or 16 (the checkpoint's own by default; 16 is faster).
         overwrite: Replace existing outputs.
         progress: Show a progress bar.
+        vector: Polygons of the class map (a path with ``--output``: ``.gpkg``, ``.shp``, ``.geojson`` or
+            ``.fgb``; ``true`` with ``--output_dir``: ``<stem>_polygons.gpkg``), one per connected region with
+            ``class_id``, ``class_name``, ``pixels``, ``area_m2`` (projected CRS) and mean ``confidence``; see
+            :mod:`falsecl.inference.vector`.
+        min_area: With ``vector``: regions below this area (square metres; pixels when the CRS is not
+            projected) take their largest neighbour's class before polygonising.
+        simplify: With ``vector``: simplification tolerance in map units (0: exact pixel outlines).
         on_written: Called with each input, its summary and the seconds it took, once its outputs are written.
         on_failed: Called with each input that failed (several inputs, or ``--output_dir``) and the error.
 
@@ -157,7 +173,7 @@ def predict_files(
         InputsFailed: Some inputs failed (after all the others were processed).
     """
     files = expand_inputs(input)
-    extras = {"probabilities": probabilities, "confidence": confidence, "preview": preview}
+    extras = {"probabilities": probabilities, "confidence": confidence, "preview": preview, "vector": vector}
     plans = plan_outputs(files, output, output_dir, extras)
     task = load_task(checkpoint, device, output_stride)
     names, colours = classes_of(task)
@@ -166,13 +182,17 @@ def predict_files(
     failed: list[Path] = []
     for src, outs in plans:
         start = time.perf_counter()
+        # Polygons carry the mean confidence: compute it even when no confidence raster is asked for.
+        scratch = None if outs["vector"] is None or outs["confidence"] else f"{outs['classes']}.confidence.tmp.tif"
+        if scratch is not None:
+            Path(scratch).unlink(missing_ok=True)  # left by an interrupted run
         try:
             summary = predict_raster(
                 predictor,
                 src,
                 str(outs["classes"]),
                 probabilities_path=outs["probabilities"],
-                confidence_path=outs["confidence"],
+                confidence_path=outs["confidence"] or scratch,
                 preview_path=outs["preview"],
                 probability_dtype=probability_dtype,
                 palette=colours,
@@ -181,6 +201,19 @@ def predict_files(
                 overwrite=overwrite,
                 progress=progress,
             )
+            if outs["vector"] is not None:
+                polygons = polygonize_class_map(
+                    str(outs["classes"]),
+                    outs["vector"],
+                    names,
+                    outs["confidence"] or scratch,
+                    min_area,
+                    simplify,
+                    overwrite=overwrite,
+                )
+                summary["outputs"]["vector"], summary["polygons"] = outs["vector"], polygons.features
+                if scratch is not None:
+                    summary["outputs"].pop("confidence", None)
         except Exception as err:  # a bad file must not stop the others
             if len(plans) == 1 and output_dir is None:
                 raise
@@ -188,6 +221,9 @@ def predict_files(
             if on_failed is not None:
                 on_failed(src, err)
             continue
+        finally:
+            if scratch is not None:
+                Path(scratch).unlink(missing_ok=True)
         seconds = time.perf_counter() - start
         summary["seconds"] = round(seconds, 3)
         if on_written is not None:
