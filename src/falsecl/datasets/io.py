@@ -1,8 +1,13 @@
-"""Readers for image and mask files: headers without decoding, windowed reads, colour/index mask decoding.
+"""Readers for image and mask files: headers without decoding, windowed reads, validity, colour/index masks.
 
 GeoTIFFs (``.tif``/``.tiff``) are read with rasterio *windows*, so a 6000 x 6000 ortho tile is never loaded
 whole. JPEG/PNG are small in practice and decoded whole by Pillow; decoded images stay in a per-process LRU
 cache bounded in bytes, so the patches of one image do not decode it again.
+
+Band roles come from the colour interpretation: an alpha band is never an image band, it is validity. A pixel is
+valid unless GDAL's dataset mask says otherwise (in GDAL's order: an internal or external ``.msk`` mask, the alpha
+band, else the nodata value in every band), or Pillow's alpha channel is 0. Invalid pixels are filled with the band
+mean before normalisation (:func:`fill_invalid`), so a model never sees what is stored under nodata.
 """
 
 from __future__ import annotations
@@ -57,6 +62,57 @@ class ImageInfo:
     dtype: str
     crs: str | None = None
     mode: str | None = None
+
+
+def image_band_indexes(src: Any) -> list[int]:
+    """1-based indexes of the bands of an open rasterio dataset that carry imagery (all but alpha bands)."""
+    from rasterio.enums import ColorInterp
+
+    return [i + 1 for i, interp in enumerate(src.colorinterp) if interp != ColorInterp.alpha]
+
+
+def may_have_invalid(src: Any) -> bool:
+    """Whether an open rasterio dataset declares invalid pixels (nodata value, mask or alpha band).
+
+    Only such rasters pay for reading :func:`valid_pixels`; the others are valid everywhere.
+    """
+    from rasterio.enums import MaskFlags
+
+    return any(MaskFlags.all_valid not in flags for flags in src.mask_flag_enums)
+
+
+def valid_pixels(src: Any, window: Any = None, out_shape: tuple[int, int] | None = None) -> NDArray[np.bool_]:
+    """GDAL's dataset mask of an open rasterio dataset as booleans, ``True`` = valid: ``(h, w)``.
+
+    Args:
+        src: Open rasterio dataset.
+        window: Region to read (whole raster when ``None``).
+        out_shape: Read decimated to ``(rows, cols)`` (nearest neighbour), e.g. for a value-range sample.
+    """
+    mask = src.dataset_mask(window=window, out_shape=out_shape)
+    out: NDArray[np.bool_] = np.asarray(mask) != 0
+    return out
+
+
+def fill_invalid(image: NDArray[Any], valid: NDArray[np.bool_], values: Sequence[float]) -> NDArray[Any]:
+    """Set every band of the invalid pixels to ``values`` (the band means), in place.
+
+    Filling with the training mean puts invalid pixels at 0 after normalisation, so valid pixels near nodata are
+    classified the same whatever value the file stores under nodata (0, 65535, -9999 ...).
+
+    Args:
+        image: Float pixels ``(C, h, w)``.
+        valid: ``(h, w)``, ``True`` where the pixel holds data.
+        values: One fill value per band (``C``).
+
+    Returns:
+        ``image``, filled.
+    """
+    if len(values) != image.shape[0]:
+        raise ValueError(f"{len(values)} fill values for {image.shape[0]} bands")
+    if not valid.all():
+        image[:, ~valid] = np.asarray(values, dtype=image.dtype)[:, None]
+    return image
 
 
 def is_tiff(path: Path) -> bool:
@@ -139,6 +195,8 @@ def _pil_decode(path: Path, mode: str | None) -> NDArray[Any]:
             img: Image.Image = opened
             if mode == "index":
                 pass  # index masks: keep palette ("P") indices and 16-bit values as stored
+            elif mode == "A":
+                img = img.getchannel("A")  # validity of an image with transparency
             elif mode is not None and img.mode != mode:
                 img = img.convert(mode)
             elif img.mode == "P":
@@ -194,7 +252,8 @@ def read_info(path: Path) -> ImageInfo:
     if is_tiff(path):
         src = _rasterio_open(path)
         crs = src.crs.to_string() if src.crs is not None else None
-        return ImageInfo(int(src.height), int(src.width), int(src.count), str(src.dtypes[0]), crs)
+        bands = image_band_indexes(src)  # an alpha band is validity, not imagery
+        return ImageInfo(int(src.height), int(src.width), len(bands), str(src.dtypes[bands[0] - 1]), crs)
     try:
         with Image.open(path) as img:
             width, height = img.size
@@ -233,7 +292,7 @@ def read_window(
         col: Left column of the window.
         height: Window height; ``None`` means to the bottom border.
         width: Window width; ``None`` means to the right border.
-        bands: 0-based band indices to keep; ``None`` keeps all.
+        bands: 0-based indices of the image bands to keep (alpha bands are not counted); ``None`` keeps all.
         fill: Value for the pixels outside the image (0 for images, 255 = ignore for masks).
         mode: Pillow mode to convert JPEG/PNG to (e.g. ``"RGB"`` for colour masks; ``"index"`` keeps the
             stored values, palette indices included, for index masks); ignored for TIFF.
@@ -253,7 +312,8 @@ def read_window(
         h = src.height - row if height is None else height
         w = src.width - col if width is None else width
         rh, rw = max(0, min(h, src.height - row)), max(0, min(w, src.width - col))
-        indexes = [b + 1 for b in bands] if bands is not None else list(range(1, src.count + 1))
+        image_bands = image_band_indexes(src)
+        indexes = [image_bands[b] for b in bands] if bands is not None else image_bands
         try:
             data = src.read(indexes, window=Window(col, row, rw, rh))
         except RasterioIOError as err:
@@ -267,6 +327,49 @@ def read_window(
     if bands is not None:
         window = window[list(bands)]
     return _pad(np.ascontiguousarray(window), h, w, fill)
+
+
+def has_invalid_pixels(path: Path) -> bool:
+    """Whether an image file declares invalid pixels: GDAL nodata/mask/alpha (TIFF), an alpha channel (Pillow)."""
+    path = Path(path)
+    if is_tiff(path):
+        return may_have_invalid(_rasterio_open(path))
+    return read_info(path).mode in ("RGBA", "LA")
+
+
+def read_valid(path: Path, row: int = 0, col: int = 0, height: int | None = None, width: int | None = None) -> NDArray[
+    np.bool_
+]:
+    """Validity of a window of an image file, ``True`` = the pixel holds data; ``False`` outside the image.
+
+    Args:
+        path: Image file (GeoTIFF: GDAL's dataset mask; JPEG/PNG: the alpha channel, if any).
+        row: Top row of the window.
+        col: Left column of the window.
+        height: Window height; ``None`` means to the bottom border.
+        width: Window width; ``None`` means to the right border.
+
+    Returns:
+        ``(height, width)`` booleans.
+    """
+    path = Path(path)
+    if is_tiff(path):
+        from rasterio.windows import Window
+
+        src = _rasterio_open(path)
+        h = src.height - row if height is None else height
+        w = src.width - col if width is None else width
+        rh, rw = max(0, min(h, src.height - row)), max(0, min(w, src.width - col))
+        valid = valid_pixels(src, Window(col, row, rw, rh)) if may_have_invalid(src) else np.ones((rh, rw), bool)
+        return _pad(valid, h, w, False)
+    info = read_info(path)
+    h = info.height - row if height is None else height
+    w = info.width - col if width is None else width
+    if info.mode in ("RGBA", "LA"):
+        alpha = _pil_decode(path, "A")[row : row + h, col : col + w] > 0
+    else:
+        alpha = np.ones((max(0, min(h, info.height - row)), max(0, min(w, info.width - col))), dtype=bool)
+    return _pad(np.ascontiguousarray(alpha), h, w, False)
 
 
 # ----------------------------------------------------------------------------------------------------------
