@@ -15,7 +15,8 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from falsecl.inference import SlidingWindowPredictor
-from falsecl.inference_cli import evaluate_main, expand_inputs, predict_main
+from falsecl.inference.inputs import collect_inputs
+from falsecl.inference_cli import evaluate_main, predict_main
 from falsecl.tasks.segmentation import SegmentationTask
 from tests.data.fake_layouts import make_folder
 
@@ -152,7 +153,7 @@ def test_predict_many_inputs_one_model_bad_file_reported(
         assert "<Category>road</Category>" in (out / f"{stem}_classes.tif.aux.xml").read_text()
     assert not (out / "broken_classes.tif").exists()
     # several files and a glob; the same file twice counts once
-    assert expand_inputs([str(tiles / "t0.tif"), str(tiles / "t*.tif")]) == [tiles / "t0.tif", tiles / "t1.tif"]
+    assert collect_inputs([str(tiles / "t0.tif"), str(tiles / "t*.tif")]).files == [tiles / "t0.tif", tiles / "t1.tif"]
     out2 = tmp_path / "maps2"
     assert (
         predict_main([*base, "--input", str(tiles / "t0.tif"), str(tiles / "t1.tif"), "--output_dir", str(out2)]) == 0

@@ -21,7 +21,7 @@ from falsecl.datasets import SEGMENTATION_DATASETS, DubaiAerial, SegmentationDat
 from falsecl.datasets.errors import DatasetError
 from falsecl.datasets.io import IGNORE_INDEX
 from falsecl.datasets.pretrain import PretrainImagery, PretrainSource, without_held_out
-from falsecl.datasets.stats import BandStats, cached_band_stats
+from falsecl.datasets.stats import BandStats, cached_band_stats, value_range
 from falsecl.datasets.subsets import (
     fingerprint_mismatch,
     ids_to_indices,
@@ -398,6 +398,8 @@ class SegmentationDataModule(LightningDataModule):
             train, stats_file, self.stats_patches, self.seed, bands=self.in_channels, fingerprint=source
         )
         self.mean, self.std = list(stats.mean), list(stats.std)
+        # Recorded in the checkpoint so predict can refuse another data type or value range (issue 17).
+        self.input_dtype, self.input_range = value_range(train, seed=self.seed)
         self.val_set = self.make_dataset(self.val_split, self.patch_size)
         self.val_description = f"{self.val_split}: {self.val_set.split_description}"
         self.class_colours = [list(c) for c in train.colours]

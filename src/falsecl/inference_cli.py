@@ -15,7 +15,6 @@ Usage::
 
 from __future__ import annotations
 
-import glob
 import json
 import sys
 import time
@@ -36,14 +35,14 @@ from falsecl.inference.checkpoint import (
     resolve_device,
 )
 from falsecl.inference.evaluation import EvalSample, confusion_of_samples, dataset_samples
+from falsecl.inference.input_check import training_range
+from falsecl.inference.inputs import collect_inputs
 from falsecl.metrics import format_metrics_table, json_ready, metrics_from_confusion, plot_confusion_matrix
+from falsecl.model_card import held_out_note
 from falsecl.tasks.segmentation import SegmentationTask
 
 #: Errors reported as a one-line message and exit code 2 instead of a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError)
-
-#: File suffixes taken from a folder given to ``predict --input``.
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".png", ".jpg", ".jpeg", ".img")
 
 __all__ = [
     "USER_ERRORS",
@@ -51,7 +50,6 @@ __all__ = [
     "evaluate",
     "evaluate_images",
     "evaluate_main",
-    "expand_inputs",
     "load_task",
     "make_predictor",
     "predict",
@@ -220,6 +218,7 @@ def evaluate(
     out = Path(output_dir) if output_dir else path.resolve().parent.parent / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
     scored = describe_checkpoint(path, task)
+    held_out = held_out_note(task.hp)
     metrics["checkpoint"] = scored
     metrics["settings"] = {
         "checkpoint": str(path),
@@ -234,6 +233,7 @@ def evaluate(
         "precision": predictor.precision,
         "output_stride": int(task.hp.output_stride),
         "seconds": round(seconds, 3),
+        "allow_held_out": held_out is not None,
     }
     (out / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=2, allow_nan=False) + "\n")
     header = (
@@ -248,6 +248,8 @@ def evaluate(
         and dataset == task.hp.get("data_name")
     ):
         header += "**Note:** this split chose the checkpoint, so these numbers are optimistic.\n\n"
+    if held_out:
+        header += f"**Note:** {held_out}.\n\n"
     table = format_metrics_table(metrics)
     (out / "metrics.md").write_text(header + table)
     plot_confusion_matrix(cm, metrics["class_names"], out / "confusion_matrix.png")
@@ -256,31 +258,6 @@ def evaluate(
     print(header + table)
     print(f"reports written to {out}")
     return metrics
-
-
-def expand_inputs(inputs: str | Sequence[str]) -> list[Path]:
-    """Files named by ``--input``: files, folders (their rasters, sorted), globs and VRT mosaics.
-
-    Raises:
-        FileNotFoundError: A folder or glob that matches no raster.
-    """
-    items = [inputs] if isinstance(inputs, str) else list(inputs)
-    files: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(f"folder {path} holds no raster ({', '.join(RASTER_SUFFIXES)})")
-            files += found
-        elif glob.has_magic(item):
-            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
-            if not found:
-                raise FileNotFoundError(f"no file matches {item!r}")
-            files += found
-        else:
-            files.append(path)  # a missing file is reported with the others
-    return list(dict.fromkeys(files))
 
 
 def _outputs_for(
@@ -322,6 +299,8 @@ def predict(
     output_stride: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    input_scale: float | None = None,
+    allow_range_mismatch: bool = False,
 ) -> list[dict[str, Any]]:
     """Write georeferenced class maps (uint8 GeoTIFF, same CRS/transform) for rasters of any size.
 
@@ -351,6 +330,10 @@ def predict(
         output_stride: Run DeepLabv3+ at output stride 8 or 16 (the checkpoint's own by default; 16 is faster).
         overwrite: Replace existing outputs.
         progress: Show a progress bar.
+        input_scale: Multiply the inputs' values by this before normalising, e.g. ``0.0039`` (1/257) for 16-bit
+            scenes on a model trained on 8-bit data. An input whose data type or value range differs from the
+            training data's (recorded in the checkpoint) is refused otherwise.
+        allow_range_mismatch: Predict on such an input anyway (with a warning).
 
     Returns:
         One summary per written input (size, pixels per class, seconds, outputs).
@@ -358,7 +341,14 @@ def predict(
     Raises:
         InputsFailed: Some inputs failed (after all the others were processed).
     """
-    files = expand_inputs(input)
+    found = collect_inputs(input)
+    for skipped, kind in found.skipped:
+        print(f"skipped {skipped}: a falsecl {kind} output (name it explicitly to predict on it)", file=sys.stderr)
+    files = found.files
+    if not files:
+        for message in found.unmatched:
+            print(f"FAILED {message}", file=sys.stderr, flush=True)
+        raise InputsFailed(f"nothing to predict: {'; '.join(found.unmatched)}")
     if output_dir is None and (output is None or len(files) != 1):
         raise ValueError(
             f"{len(files)} inputs: give --output_dir (one map per input)"
@@ -378,7 +368,10 @@ def predict(
     task = load_task(checkpoint, device, output_stride)
     names, colours = classes_of(task)
     predictor = make_predictor(task, window, overlap, blend, tta, batch_size, precision)
-    summaries, failed = [], []
+    expected = training_range(task.hp, str(checkpoint))
+    summaries, failed = [], list(found.unmatched)
+    for message in found.unmatched:  # reported like a bad file; the other inputs are still predicted
+        print(f"FAILED {message}", file=sys.stderr, flush=True)
     for src, outs in plans:
         start = time.perf_counter()
         try:
@@ -394,9 +387,12 @@ def predict(
                 preview_max_size=preview_max_size,
                 overwrite=overwrite,
                 progress=progress,
+                input_scale=input_scale,
+                expected_range=expected,
+                allow_range_mismatch=allow_range_mismatch,
             )
         except Exception as err:  # a bad file must not stop the others
-            if len(plans) == 1 and output_dir is None:
+            if len(plans) == 1 and output_dir is None and not found.unmatched:
                 raise
             failed.append(src)
             print(f"FAILED {src}: {err}", file=sys.stderr, flush=True)
@@ -411,7 +407,8 @@ def predict(
         )
         summaries.append(summary)
     if failed:
-        raise InputsFailed(f"{len(failed)} of {len(plans)} inputs failed: {', '.join(map(str, failed))}")
+        total = len(plans) + len(found.unmatched)
+        raise InputsFailed(f"{len(failed)} of {total} inputs failed: {', '.join(map(str, failed))}")
     return summaries
 
 

@@ -148,8 +148,8 @@ def check_value_range(
         if z * scale > hi + FAR_OUTSIDE * span or a * scale < lo - FAR_OUTSIDE * span:
             far.append(b + 1)
     if far:
-        scaled = "" if input_scale is None else f" x {input_scale:g}"
-        problems.append(f"band(s) {far} lie far outside the training range (values{scaled})")
+        scaled = "" if input_scale is None else f" (after --input_scale {input_scale:g})"
+        problems.append(f"band(s) {far} lie far outside the training range{scaled}")
     if not problems:
         return []
     ratios = [t / o for t, o in zip(trained.high, observed.high, strict=True) if o > 0 and t > 0]

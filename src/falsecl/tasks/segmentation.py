@@ -9,7 +9,8 @@ encoder learning rate (``backbone_lr_factor``) is the other option.
 The checkpoint stores everything inference needs in its hyper-parameters: ``in_channels``,
 ``num_classes``, ``class_names``, ``class_colours``, the per-band ``mean``/``std`` of the training data, and
 what the data was (``data_name``, ``data_root``, ``data_bands``, ``data_palette``, ``data_label_fraction``,
-``data_seed``, ``data_val_split``, ``data_val_description``: prefixed, as Lightning refuses a module and a
+``data_seed``, ``data_val_split``, ``data_val_description``, ``data_dtype`` and ``data_value_range``, the
+training pixels' data type and per-band 1st/99th percentiles: prefixed, as Lightning refuses a module and a
 datamodule logging the same hyper-parameter name with different values), so ``falsecl evaluate``/``predict``
 normalise raw images themselves and score or map them with the right classes. Values not given are pulled
 from the datamodule at ``setup``.
@@ -46,6 +47,8 @@ _FROM_DATA: dict[str, str] = {
     "data_seed": "seed",
     "data_val_split": "val_split",
     "data_val_description": "val_description",
+    "data_dtype": "input_dtype",
+    "data_value_range": "input_range",
 }
 
 
@@ -100,6 +103,8 @@ class SegmentationTask(LightningModule):
         data_val_split: Split the best checkpoint was chosen on; from the datamodule.
         data_val_description: How that validation split was made (e.g. ``tile 2 (official val)``); from the
             datamodule.
+        data_dtype: Data type of the raw training pixels (``uint8``, ``uint16`` ...); from the datamodule.
+        data_value_range: Per-band ``[1st, 99th]`` percentile of the raw training pixels; from the datamodule.
     """
 
     def __init__(
@@ -129,6 +134,8 @@ class SegmentationTask(LightningModule):
         data_seed: int | None = None,
         data_val_split: str | None = None,
         data_val_description: str | None = None,
+        data_dtype: str | None = None,
+        data_value_range: list[list[float]] | None = None,
     ) -> None:
         super().__init__()
         if lr <= 0 or min_lr < 0 or min_lr > lr:
