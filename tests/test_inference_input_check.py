@@ -138,7 +138,8 @@ def test_predict_refuses_a_16_bit_scene_on_an_8_bit_model(
     with rasterio.open(tmp_path / "m16.tif") as a, rasterio.open(tmp_path / "m8.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())
     # or predicted as it is, on request, with a warning
-    argv = ["--input", str(tmp_path / "s16.tif"), "--output", str(tmp_path / "mx.tif"), "--allow_range_mismatch", "true"]
+    argv = ["--input", str(tmp_path / "s16.tif"), "--output", str(tmp_path / "mx.tif")]
+    argv += ["--allow_range_mismatch", "true"]
     with pytest.warns(UserWarning, match="not the kind of data"):
         assert predict_main([*base, *argv]) == 0
 
@@ -147,10 +148,8 @@ def test_predict_with_an_old_checkpoint_warns_and_proceeds(tmp_path: Path) -> No
     task = SegmentationTask(in_channels=3, num_classes=3, mean=MEAN, std=STD, output_stride=16)
     path = tmp_path / "old.ckpt"
     hparams = {k: v for k, v in task.hparams.items() if k not in ("data_dtype", "data_value_range")}
-    torch.save(
-        {"state_dict": task.state_dict(), "hyper_parameters": hparams, "pytorch-lightning_version": lightning.__version__},
-        path,
-    )
+    payload = {"state_dict": task.state_dict(), "hyper_parameters": hparams}
+    torch.save({**payload, "pytorch-lightning_version": lightning.__version__}, path)
     write(tmp_path / "s.tif", np.zeros((3, 32, 32), dtype=np.uint16))
     argv = ["--checkpoint", str(path), "--input", str(tmp_path / "s.tif"), "--output", str(tmp_path / "m.tif")]
     with warnings.catch_warnings(record=True) as caught:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import warnings
 import xml.etree.ElementTree as ET
@@ -26,6 +25,7 @@ from torch import nn
 
 from falsecl.inference import SlidingWindowPredictor
 from falsecl.inference.raster import predict_raster
+from tests.data.gis import gdal_tool
 
 MEAN16, STD16 = [1000.0, 1100.0, 1200.0], [300.0, 300.0, 300.0]
 NAMES = ["building", "road", "water"]
@@ -138,6 +138,29 @@ def test_alpha_is_the_validity_mask_never_a_band(tmp_path: Path) -> None:
     pred8 = SlidingWindowPredictor(context_model(), window=32, mean=[120.0] * 3, std=[60.0] * 3)
     summary = predict_raster(pred8, tmp_path / "t.png", tmp_path / "t_classes.tif", progress=False)
     assert summary["nodata_pixels"] == 400 and (read(tmp_path / "t_classes.tif")[0][0, :10] == 255).all()
+
+
+def test_an_ir_band_under_gdals_default_alpha_tag_stays_a_band(tmp_path: Path) -> None:
+    from falsecl.datasets.io import band_roles, read_info, read_valid, read_window
+
+    rng = np.random.default_rng(4)
+    rgbir = rng.integers(1, 255, size=(4, 40, 40), dtype=np.uint8)
+    path = write(tmp_path / "rgbir.tif", rgbir)  # rasterio/GDAL defaults tag a 4-band uint8 file RGBA
+    with rasterio.open(path) as ds:
+        assert ds.colorinterp[3] == ColorInterp.alpha
+        assert band_roles(ds).image == [1, 2, 3, 4] and band_roles(ds).mistagged == 4
+    assert read_info(path).bands == 4 and read_valid(path).all()
+    pred4 = SlidingWindowPredictor(context_model(4), window=32, mean=[120.0] * 4, std=[60.0] * 4)
+    with pytest.warns(UserWarning, match="band 4 is tagged alpha but holds image values"):
+        summary = predict_raster(pred4, path, tmp_path / "c.tif", progress=False)
+    assert summary["bands"] == 4 and summary["nodata_pixels"] == 0
+    # a real RGBA file: three image bands for the datasets too, and the alpha as their validity
+    rgba = rgbir.copy()
+    rgba[3] = 255
+    rgba[3, :8] = 0
+    path = write(tmp_path / "rgba.tif", rgba)
+    assert read_info(path).bands == 3 and read_window(path).shape == (3, 40, 40)
+    np.testing.assert_array_equal(read_valid(path, 4, 0, 10, 40), rgba[3, 4:14] > 0)
 
 
 def test_internal_and_external_gdal_masks_are_validity(tmp_path: Path) -> None:
@@ -278,14 +301,13 @@ def test_qgis_shows_the_class_map_the_right_way_up_with_one_legend_entry_per_cla
 
 
 def test_gdalinfo_reads_names_nodata_and_no_fake_georeferencing(tmp_path: Path) -> None:
-    if shutil.which("gdalinfo") is None:
-        pytest.fail("gdalinfo is missing: `make test` installs it (Debian: apt-get install gdal-bin)")
     Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8)).save(tmp_path / "plain.png")
     pred = SlidingWindowPredictor(identity(), window=32, mean=[100.0] * 3, std=[50.0] * 3)
     predict_raster(pred, tmp_path / "plain.png", tmp_path / "m.tif", class_names=NAMES, palette=COLOURS,
                    probabilities_path=tmp_path / "p.tif", progress=False)  # fmt: skip
-    info = subprocess.run(["gdalinfo", str(tmp_path / "m.tif")], capture_output=True, text=True, check=True).stdout
+    gdalinfo = gdal_tool("gdalinfo")
+    info = subprocess.run([gdalinfo, str(tmp_path / "m.tif")], capture_output=True, text=True, check=True).stdout
     assert "Categories:" in info and "1: road" in info and "NoData Value=255" in info
     assert "Origin =" not in info and "Pixel Size" not in info and "Coordinate System is:" not in info
-    info = subprocess.run(["gdalinfo", str(tmp_path / "p.tif")], capture_output=True, text=True, check=True).stdout
+    info = subprocess.run([gdalinfo, str(tmp_path / "p.tif")], capture_output=True, text=True, check=True).stdout
     assert "Description = water" in info and "NoData Value=255" in info and "ColorInterp=Red" not in info

@@ -369,7 +369,8 @@ def predict(
     names, colours = classes_of(task)
     predictor = make_predictor(task, window, overlap, blend, tta, batch_size, precision)
     expected = training_range(task.hp, str(checkpoint))
-    summaries, failed = [], list(found.unmatched)
+    summaries: list[dict[str, Any]] = []
+    failed: list[str | Path] = list(found.unmatched)
     for message in found.unmatched:  # reported like a bad file; the other inputs are still predicted
         print(f"FAILED {message}", file=sys.stderr, flush=True)
     for src, outs in plans:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from falsecl.datasets.io import fill_invalid, image_band_indexes, may_have_invalid, valid_pixels
+from falsecl.datasets.io import band_roles, fill_invalid, image_band_indexes, may_have_invalid, valid_pixels
 from falsecl.inference.input_check import ValueRange, check_value_range, sample_value_range
 from falsecl.inference.legend import category_sidecar_xml, colour_table, qgis_style
 from falsecl.inference.preview import NODATA_CLASS, class_colours, class_labels, save_preview
@@ -231,11 +231,20 @@ def _overview_factors(height: int, width: int) -> list[int]:
 
 def _check_input(predictor: SlidingWindowPredictor, src: Any, indexes: list[int], opts: _PredictOptions) -> None:
     """Refuse an input whose image bands or values are not what the model was trained on."""
-    alpha = int(src.count) - len(indexes)
-    if alpha and predictor.in_channels is not None and len(indexes) != predictor.in_channels:
+    roles = band_roles(src)
+    if roles.alpha is not None and predictor.in_channels is not None and len(indexes) != predictor.in_channels:
         raise ValueError(
-            f"{src.name} has {len(indexes)} band(s) and an alpha band (the validity mask, never a model band) but "
-            f"the model was trained on {predictor.in_channels}; give an image with the training bands in order"
+            f"{src.name} has {len(indexes)} band(s) and an alpha band (band {roles.alpha}, 0/opaque transparency: "
+            f"the validity mask, never a model band) but the model was trained on {predictor.in_channels}; give an "
+            "image with the training bands in order"
+        )
+    if roles.mistagged is not None:
+        warnings.warn(
+            f"{src.name}: band {roles.mistagged} is tagged alpha but holds image values (GDAL's default tag for the "
+            "4th band of a 4-band 8-bit GeoTIFF); it is used as an image band. Validity comes from the nodata value "
+            f"only. To silence this, retag it: gdal_translate -colorinterp_{roles.mistagged} undefined in.tif out.tif",
+            UserWarning,
+            stacklevel=3,
         )
     predictor.check_bands(len(indexes), f"{src.name}")
     if opts.expected_range is not None:
