@@ -88,6 +88,11 @@ def test_finetune_run_writes_the_card(tmp_path: Path, monkeypatch: pytest.Monkey
     assert card["in_channels"] == 3 and len(card["normalisation"]["mean"]) == 3
     assert all(s > 0 for s in card["normalisation"]["std"])
     assert card["labels"]["label_fraction"] == 0.5
+    # the training pixels' data type and value range, in the card and the checkpoint (predict checks inputs on it)
+    assert card["input"]["dtype"] == "uint8" and len(card["input"]["value_range"]) == 3
+    assert all(0 <= lo <= hi <= 255 for lo, hi in card["input"]["value_range"])
+    hparams = torch.load(card["checkpoints"]["last"], weights_only=False)["hyper_parameters"]
+    assert hparams["data_dtype"] == "uint8" and hparams["data_value_range"] == card["input"]["value_range"]
     assert card["labels"]["subset_file"] and Path(card["labels"]["subset_file"]).is_file()
     pre = card["pretraining"]
     assert (pre["backbone"], pre["method"], pre["loss"], pre["images"]) == (str(backbone), "SimCLR", "false", 2)
