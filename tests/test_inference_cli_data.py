@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -171,9 +172,21 @@ def test_predict_a_vrt_mosaic(folder_run: tuple[Path, Path], tmp_path: Path) -> 
     tiles = [str(tmp_path / "t0.tif"), str(tmp_path / "t1.tif")]
     subprocess.run([gdal_tool("gdalbuildvrt"), "-q", str(vrt), *tiles], check=True)
     args = ["--checkpoint", str(ckpt), "--input", str(vrt), "--output", str(tmp_path / "m.tif"), "--device", "cpu"]
-    assert predict_main([*args, "--window", "32", "--progress", "false"]) == 0
+    with pytest.warns(UserWarning, match="declares no nodata: gaps between its sources"):
+        assert predict_main([*args, "--window", "32", "--progress", "false"]) == 0
     with rasterio.open(tmp_path / "m.tif") as ds:
         assert (ds.width, ds.height) == (80, 40)
+    # declared, the gaps are nodata: no warning, and a gap-only region is nodata in the map
+    write_tif(tmp_path / "far.tif", 4)  # leaves a gap between x = 80 and 160
+    subprocess.run([gdal_tool("gdalbuildvrt"), "-q", "-vrtnodata", "0", "-srcnodata", "0", "-overwrite", str(vrt),
+                    *tiles, str(tmp_path / "far.tif")], check=True)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert predict_main([*args, "--window", "32", "--progress", "false", "--overwrite", "true"]) == 0
+    assert not [w for w in caught if "declares no nodata" in str(w.message)]
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        labels = ds.read(1)
+    assert labels.shape == (40, 200) and (labels[:, 80:160] == 255).all() and (labels[:, :80] < 2).all()
 
 
 def test_bf16_autocasts_the_forward_only() -> None:

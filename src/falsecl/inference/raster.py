@@ -247,6 +247,13 @@ def _check_input(predictor: SlidingWindowPredictor, src: Any, indexes: list[int]
             stacklevel=3,
         )
     predictor.check_bands(len(indexes), f"{src.name}")
+    if src.driver == "VRT" and not may_have_invalid(src):
+        warnings.warn(
+            f"{src.name} declares no nodata: gaps between its sources read as 0 and are classified. Declare it: "
+            "gdalbuildvrt -srcnodata 0 -vrtnodata 0 (or the sources' own nodata value) mosaic.vrt tiles/*.tif",
+            UserWarning,
+            stacklevel=3,
+        )
     if opts.expected_range is not None:
         observed = sample_value_range(src, indexes)
         for message in check_value_range(
