@@ -4,7 +4,7 @@ Every measurement runs in a fresh subprocess, so its peak RSS belongs to that ru
 
 1. **Real model speed.** DeepLabv3+ with ResNet-18 and ResNet-50 encoders, output stride 8 and 16, in fp32 and
    bf16 (autocast on the forward pass). Weights are random (``encoder_weights=None``): speed does not depend on
-   the values of the weights. For each: MP/s of :meth:`SlidingWindowPredictor.predict_raster` (read, normalise,
+   the values of the weights. For each: MP/s of :func:`falsecl.inference.raster.predict_raster` (read, normalise,
    forward, blend, write a tiled GeoTIFF), and the ratio of that time to pure batched forward passes over the same
    windows (same batch size, same precision, in the same process). A ratio near 1 means reading, blending and
    writing hide behind the model's arithmetic.
@@ -41,8 +41,9 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 from torch import nn
 
-from falsecl.datasets.tiling import window_starts
 from falsecl.inference import SlidingWindowPredictor
+from falsecl.inference.raster import predict_raster
+from falsecl.tiling import window_starts
 
 BANDS, CLASSES = 4, 6
 MEAN, STD = [100.0, 110.0, 120.0, 90.0], [40.0, 40.0, 40.0, 30.0]
@@ -124,7 +125,7 @@ def child_speed(args: argparse.Namespace) -> dict[str, Any]:
     for j in range(0, len(starts), args.batch_size):
         pred._forward(x[: min(args.batch_size, len(starts) - j)])
     start = time.perf_counter()
-    pred.predict_raster(src, dst, overwrite=True, progress=False)
+    predict_raster(pred, src, dst, overwrite=True, progress=False)
     predict_s = time.perf_counter() - start
     rss = _rss_mib()
     start = time.perf_counter()
@@ -138,8 +139,8 @@ def child_speed(args: argparse.Namespace) -> dict[str, Any]:
 def child_rss(args: argparse.Namespace) -> dict[str, Any]:
     model = real_model(args.arch, args.os) if args.arch != "tiny" else tiny_model()
     start = time.perf_counter()
-    _predictor(model, args.precision, args.batch_size).predict_raster(
-        args.src, args.dst, overwrite=True, progress=False
+    predict_raster(
+        _predictor(model, args.precision, args.batch_size), args.src, args.dst, overwrite=True, progress=False
     )
     return {"seconds": time.perf_counter() - start, "peak_rss_mib": _rss_mib()}
 

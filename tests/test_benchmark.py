@@ -9,8 +9,8 @@ import pytest
 
 import falsecl.benchmark.runner as runner_mod
 from falsecl.benchmark import Method, plan_cells, run_benchmark, summarize, write_report
-from falsecl.benchmark.cli import narrow_args
 from falsecl.benchmark.report import markdown_table
+from falsecl.cli.benchmark import narrow_args
 from falsecl.models.backbones import build_backbone, save_backbone_file
 
 

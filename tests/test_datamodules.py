@@ -253,7 +253,7 @@ def test_ssl_band_stats_follow_the_sources(tmp_path):
 
 
 def test_pretrain_cli_on_a_datasets_training_split(tmp_path):
-    from falsecl.tasks.pretrain_cli import main
+    from falsecl.cli.pretrain import main
 
     root = fakes.make_dubai(tmp_path / "dubai", size=(64, 64))
     run = tmp_path / "run"

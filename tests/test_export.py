@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from falsecl.cli import main as cli_main
-from falsecl.export import export, read_onnx_metadata, run_dir_of
+from falsecl.export import export, read_onnx_metadata
+from falsecl.inference.checkpoint import run_folder
 from falsecl.model_card import read_model_card, update_model_card
 from falsecl.tasks.segmentation import SegmentationTask
 
@@ -81,9 +82,9 @@ def test_bad_arguments_and_failed_check_leave_no_file(run: Path, tmp_path: Path,
     assert not list(tmp_path.iterdir())
 
 
-def test_run_dir_of(tmp_path: Path) -> None:
-    assert run_dir_of(tmp_path / "ft" / "checkpoints" / "last.ckpt") == tmp_path / "ft"
-    assert run_dir_of(tmp_path / "model.ckpt") == tmp_path
+def test_run_folder(tmp_path: Path) -> None:
+    assert run_folder(tmp_path / "ft" / "checkpoints" / "last.ckpt") == tmp_path / "ft"
+    assert run_folder(tmp_path / "model.ckpt") is None
 
 
 def test_metadata_without_a_model_card_comes_from_the_checkpoint(tmp_path: Path) -> None:

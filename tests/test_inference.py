@@ -10,6 +10,7 @@ from rasterio.transform import from_origin
 from torch import nn
 
 from falsecl.inference import SlidingWindowPredictor, blend_weights
+from falsecl.inference.raster import predict_raster
 
 MEAN = [10.0, 20.0, 30.0]
 STD = [2.0, 4.0, 5.0]
@@ -155,7 +156,8 @@ def test_predict_raster_georeferenced_tiled_compressed(tmp_path: Path) -> None:
     src = tmp_path / "scene.tif"
     data = write_geotiff(src)
     pred = SlidingWindowPredictor(identity_model(), window=16, overlap=0.25, batch_size=4, mean=MEAN, std=STD)
-    summary = pred.predict_raster(
+    summary = predict_raster(
+        pred,
         src,
         tmp_path / "classes.tif",
         probabilities_path=tmp_path / "probs.tif",
@@ -175,12 +177,14 @@ def test_predict_raster_georeferenced_tiled_compressed(tmp_path: Path) -> None:
     assert summary["class_counts"] == np.bincount(labels.ravel(), minlength=3).tolist()
     with rasterio.open(tmp_path / "probs.tif") as prob:
         assert prob.count == 3 and prob.dtypes[0] == "uint8" and prob.crs == CRS_UTM
-        probs = prob.read().astype(np.float32) / 255
+        assert prob.scales == (0.01,) * 3 and prob.nodata == 255  # percent
+        probs = prob.read().astype(np.float32) * 0.01
     ref = normalised(torch.from_numpy(data).float()).softmax(0).numpy()
-    np.testing.assert_allclose(probs, ref, atol=1 / 255 + 1e-6)
+    np.testing.assert_allclose(probs, ref, atol=0.005 + 1e-6)
     preview = np.asarray(Image.open(tmp_path / "preview.png"))
     assert preview.ndim == 3 and preview.shape[1] > 2 * preview.shape[0]  # image | class map | legend
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "classes.qml",
         "classes.tif",
         "classes.tif.aux.xml",
         "preview.png",
@@ -193,7 +197,7 @@ def test_predict_png_without_georeference(tmp_path: Path) -> None:
     rgb = np.random.default_rng(3).integers(0, 60, size=(33, 41, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "photo.png")
     pred = SlidingWindowPredictor(identity_model(), window=16, mean=MEAN, std=STD)
-    pred.predict_raster(tmp_path / "photo.png", tmp_path / "out.tif", progress=False)
+    predict_raster(pred, tmp_path / "photo.png", tmp_path / "out.tif", progress=False)
     with rasterio.open(tmp_path / "out.tif") as out:
         np.testing.assert_array_equal(out.read(1), expected_classes(rgb.transpose(2, 0, 1)))
 
@@ -218,7 +222,7 @@ def test_no_partial_file_on_error_and_existing_output_kept(tmp_path: Path) -> No
 
     pred = SlidingWindowPredictor(Exploding(), window=16, batch_size=2, num_classes=3, mean=MEAN, std=STD)
     with pytest.raises(RuntimeError, match="boom"):
-        pred.predict_raster(src, dst, probabilities_path=tmp_path / "p.tif", overwrite=True, progress=False)
+        predict_raster(pred, src, dst, probabilities_path=tmp_path / "p.tif", overwrite=True, progress=False)
     assert dst.read_bytes() == b"previous result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif", "scene.tif"]
 
@@ -228,23 +232,23 @@ def test_refusals(tmp_path: Path) -> None:
     write_geotiff(src, bands=4, height=20, width=20)
     pred = SlidingWindowPredictor(identity_model(3), window=16, mean=MEAN, std=STD)
     with pytest.raises(ValueError, match="4 band.*trained on 3"):
-        pred.predict_raster(src, tmp_path / "o.tif", progress=False)
+        predict_raster(pred, src, tmp_path / "o.tif", progress=False)
     text = tmp_path / "notes.tif"
     text.write_text("not an image")
     with pytest.raises(ValueError, match="not a raster"):
-        pred.predict_raster(text, tmp_path / "o.tif", progress=False)
+        predict_raster(pred, text, tmp_path / "o.tif", progress=False)
     with pytest.raises(FileNotFoundError, match="not found"):
-        pred.predict_raster(tmp_path / "missing.tif", tmp_path / "o.tif", progress=False)
+        predict_raster(pred, tmp_path / "missing.tif", tmp_path / "o.tif", progress=False)
     good = tmp_path / "scene3.tif"
     write_geotiff(good, height=20, width=20)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        pred.predict_raster(good, tmp_path / "no_dir" / "o.tif", progress=False)
+        predict_raster(pred, good, tmp_path / "no_dir" / "o.tif", progress=False)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        pred.predict_raster(good, text / "o.tif", progress=False)  # parent is a file
+        predict_raster(pred, good, text / "o.tif", progress=False)  # parent is a file
     with pytest.raises(FileExistsError, match="overwrite"):
-        pred.predict_raster(good, text, progress=False)
+        predict_raster(pred, good, text, progress=False)
     with pytest.raises(ValueError, match="is the input"):
-        pred.predict_raster(good, good, overwrite=True, progress=False)
+        predict_raster(pred, good, good, overwrite=True, progress=False)
     assert not list(tmp_path.glob(".*partial"))
     assert not (tmp_path / "o.tif").exists()
 
@@ -258,8 +262,8 @@ def test_argmax_classes_matches_torch_with_ties() -> None:
 
 @pytest.mark.parametrize("blend", ["gaussian", "mean"])
 def test_separable_weight_sum_equals_accumulated_weights(blend: str) -> None:
-    from falsecl.datasets.tiling import grid_windows
-    from falsecl.inference import _coverage, blend_profile
+    from falsecl.inference import blend_profile, window_coverage
+    from falsecl.tiling import grid_windows
 
     height, width, window, stride = 45, 70, 16, 12
     weight = blend_weights(window, window, blend)
@@ -269,7 +273,7 @@ def test_separable_weight_sum_equals_accumulated_weights(blend: str) -> None:
     rows = sorted({r for r, _, _, _ in grid_windows(height, width, window, stride)})
     cols = sorted({c for _, c, _, _ in grid_windows(height, width, window, stride)})
     p = blend_profile(window, blend)
-    torch.testing.assert_close(torch.outer(_coverage(height, rows, p), _coverage(width, cols, p)), brute)
+    torch.testing.assert_close(torch.outer(window_coverage(height, rows, p), window_coverage(width, cols, p)), brute)
     assert float(brute.min()) > 0
 
 
@@ -286,10 +290,9 @@ def test_vertical_panels_give_the_whole_image_result(tmp_path: Path) -> None:
     src = tmp_path / "scene.tif"
     write_geotiff(src, height=41, width=75)
     a, b = tmp_path / "a.tif", tmp_path / "b.tif"
-    SlidingWindowPredictor(net, **kwargs).predict_raster(src, a, progress=False)
-    SlidingWindowPredictor(net, panel_width=23, **kwargs).predict_raster(
-        src, b, preview_path=tmp_path / "b.png", preview_max_size=30, progress=False
-    )
+    predict_raster(SlidingWindowPredictor(net, **kwargs), src, a, progress=False)
+    panels = SlidingWindowPredictor(net, panel_width=23, **kwargs)
+    predict_raster(panels, src, b, preview_path=tmp_path / "b.png", preview_max_size=30, progress=False)
     with rasterio.open(a) as ra, rasterio.open(b) as rb:
         np.testing.assert_array_equal(ra.read(1), rb.read(1))
         labels = ra.read(1)

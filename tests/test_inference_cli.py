@@ -10,9 +10,11 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from torch import nn
 
-import falsecl.inference_cli as icli
+import falsecl.inference.evaluation as evaluation
+from falsecl.cli.inference import evaluate_main, predict_main
 from falsecl.inference import SlidingWindowPredictor
-from falsecl.inference_cli import evaluate_images, evaluate_main, predict_main
+from falsecl.inference.checkpoint import load_task, make_predictor
+from falsecl.inference.evaluation import evaluate_images
 from falsecl.tasks.segmentation import SegmentationTask
 
 MEAN = [10.0, 20.0, 30.0]
@@ -74,7 +76,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_evaluate_main_writes_reports(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = samples(1)
-    monkeypatch.setattr(icli, "_whole_images", lambda *args: data)
+    monkeypatch.setattr(evaluation, "whole_images", lambda *args: data)
     out = tmp_path / "eval"
     argv = [
         "--checkpoint",
@@ -94,8 +96,8 @@ def test_evaluate_main_writes_reports(checkpoint: Path, tmp_path: Path, monkeypa
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["class_names"] == NAMES and metrics["settings"]["tta"] is True
     # the reported confusion matrix is that of the full sliding-window predictions
-    task = icli.load_task(checkpoint, "cpu")
-    predictor = icli.make_predictor(task, 32, 0.25, "gaussian", True, 8)
+    task = load_task(checkpoint, "cpu")
+    predictor = make_predictor(task, 32, 0.25, "gaussian", True, 8)
     ref = sum(
         numpy_confusion(predictor.predict_tensor(s["image"]).argmax(0).numpy().ravel(), s["mask"].numpy().ravel(), 3)
         for s in data
@@ -166,7 +168,7 @@ def test_predict_main(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFi
 def test_resolve_checkpoint_accepts_a_run_folder(tmp_path):
     import os
 
-    from falsecl.inference_cli import resolve_checkpoint
+    from falsecl.inference.checkpoint import resolve_checkpoint
 
     ckpts = tmp_path / "run" / "checkpoints"
     ckpts.mkdir(parents=True)

@@ -14,9 +14,9 @@ import torch
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
+from falsecl.cli.inference import evaluate_main, predict_main
 from falsecl.inference import SlidingWindowPredictor
-from falsecl.inference.inputs import collect_inputs
-from falsecl.inference_cli import evaluate_main, predict_main
+from falsecl.inference.batch import collect_inputs
 from falsecl.tasks.segmentation import SegmentationTask
 from tests.data.fake_layouts import make_folder
 from tests.data.gis import gdal_tool
@@ -245,8 +245,8 @@ def test_batch_predict_reports_what_matches_nothing_and_skips_its_own_outputs(
     code = predict_main([*base, "--input", *inputs, "--output_dir", str(tiles), "--probabilities", "true"])
     captured = capsys.readouterr()
     assert code == 1, captured.err
-    assert "FAILED no file matches" in captured.err and "nomatch*.tif" in captured.err
-    assert f"FAILED folder {empty} holds no raster" in captured.err and "2 of 3 inputs failed" in captured.err
+    assert f"FAILED {tmp_path / 'nomatch*.tif'}: no file matches" in captured.err
+    assert f"FAILED {empty}: folder {empty} holds no raster" in captured.err and "2 of 3 inputs failed" in captured.err
     assert (tiles / "t0_classes.tif").is_file() and (tiles / "t0_probabilities.tif").is_file()
     # the folder now holds the outputs too: they are skipped, by their tags, and listed
     assert predict_main([*base, "--input", str(tiles), "--output_dir", str(tiles), "--overwrite", "true"]) == 0
@@ -264,10 +264,10 @@ def test_batch_predict_reports_what_matches_nothing_and_skips_its_own_outputs(
 def test_evaluate_says_when_held_out_data_was_used(
     folder_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import falsecl.inference_cli as icli
+    import falsecl.inference.evaluation as evaluation
 
     ckpt, _ = folder_run
-    load = icli.load_task
+    load = evaluation.load_task
 
     def load_flagged(*args: object, **kwargs: object) -> SegmentationTask:
         task = load(*args, **kwargs)  # type: ignore[arg-type]
@@ -277,7 +277,7 @@ def test_evaluate_says_when_held_out_data_was_used(
     args = ["--checkpoint", str(ckpt), "--split", "all", "--window", "32", "--device", "cpu", "--max_images", "1"]
     assert evaluate_main([*args, "--output_dir", str(tmp_path / "plain")]) == 0
     assert "held-out data" not in (tmp_path / "plain" / "metrics.md").read_text()
-    monkeypatch.setattr(icli, "load_task", load_flagged)
+    monkeypatch.setattr(evaluation, "load_task", load_flagged)
     assert evaluate_main([*args, "--output_dir", str(tmp_path / "flagged")]) == 0
     text = (tmp_path / "flagged" / "metrics.md").read_text()
     assert "held-out data was used for training/selection (--allow_held_out)" in text

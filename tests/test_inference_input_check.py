@@ -14,6 +14,7 @@ import torch
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
+from falsecl.cli.inference import predict_main
 from falsecl.datasets.stats import value_range
 from falsecl.inference.input_check import (
     InputMismatchError,
@@ -22,7 +23,6 @@ from falsecl.inference.input_check import (
     sample_value_range,
     training_range,
 )
-from falsecl.inference_cli import predict_main
 from falsecl.tasks.segmentation import SegmentationTask
 
 MEAN, STD = [120.0, 110.0, 100.0], [50.0, 45.0, 40.0]

@@ -12,6 +12,7 @@ from torch import nn
 
 from falsecl.inference import SlidingWindowPredictor
 from falsecl.inference.preview import save_preview
+from falsecl.inference.raster import predict_raster
 from tests.data.gis import gdal_tool
 
 MEAN = [10.0, 20.0, 30.0]
@@ -56,7 +57,8 @@ def test_colour_table_categories_nodata_and_confidence(tmp_path: Path) -> None:
     src = tmp_path / "scene.tif"
     write_tif(src, data, nodata=0)
     pred = SlidingWindowPredictor(identity_model(), window=16, overlap=0.25, mean=MEAN, std=STD)
-    summary = pred.predict_raster(
+    summary = predict_raster(
+        pred,
         src,
         tmp_path / "classes.tif",
         confidence_path=tmp_path / "conf.tif",
@@ -98,7 +100,7 @@ def test_overviews_for_large_maps(tmp_path: Path) -> None:
     src = tmp_path / "wide.tif"
     write_tif(src, data)
     pred = SlidingWindowPredictor(identity_model(), window=1024, overlap=0.0, mean=MEAN, std=STD, batch_size=4)
-    pred.predict_raster(src, tmp_path / "c.tif", confidence_path=tmp_path / "p.tif", progress=False)
+    predict_raster(pred, src, tmp_path / "c.tif", confidence_path=tmp_path / "p.tif", progress=False)
     with rasterio.open(tmp_path / "c.tif") as out:
         assert out.overviews(1) == [2, 4, 8]
         assert out.tags(ns="rio_overview").get("resampling") == "mode"
@@ -106,7 +108,7 @@ def test_overviews_for_large_maps(tmp_path: Path) -> None:
         assert out.overviews(1)
     small = tmp_path / "small.tif"
     write_tif(small, data[:, :100, :100])
-    pred.predict_raster(small, tmp_path / "s.tif", progress=False)
+    predict_raster(pred, small, tmp_path / "s.tif", progress=False)
     with rasterio.open(tmp_path / "s.tif") as out:
         assert out.overviews(1) == []
 

@@ -141,7 +141,8 @@ def test_alpha_is_the_validity_mask_never_a_band(tmp_path: Path) -> None:
 
 
 def test_an_ir_band_under_gdals_default_alpha_tag_stays_a_band(tmp_path: Path) -> None:
-    from falsecl.datasets.io import band_roles, read_info, read_valid, read_window
+    from falsecl.datasets.io import read_info, read_valid, read_window
+    from falsecl.datasets.validity import band_roles
 
     rng = np.random.default_rng(4)
     rgbir = rng.integers(1, 255, size=(4, 40, 40), dtype=np.uint8)

@@ -65,7 +65,7 @@ def test_pretraining_source(tmp_path: Path) -> None:
 
 
 def test_finetune_run_writes_the_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from falsecl.tasks.finetune_cli import main as finetune_main
+    from falsecl.cli.finetune import main as finetune_main
     from tests.data.fake_layouts import make_dubai
 
     root = make_dubai(tmp_path / "dubai", size=(64, 64))

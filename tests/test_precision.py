@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import falsecl.precision as precision
+from falsecl.cli import finetune as finetune_cli
+from falsecl.cli import pretrain as pretrain_cli
 from falsecl.precision import resolve_precision, trainer_precision
-from falsecl.tasks import finetune_cli, pretrain_cli
 
 REPO = Path(__file__).parents[1]
 

@@ -1,4 +1,4 @@
-r"""``falsecl export``: a fine-tuned DeepLabv3+ as a self-describing ONNX file, checked by ONNX Runtime.
+r"""A fine-tuned DeepLabv3+ as a self-describing ONNX file, checked by ONNX Runtime (``falsecl export``).
 
 Usage::
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from falsecl.inference_cli import USER_ERRORS, load_task, resolve_checkpoint
+from falsecl.inference.checkpoint import load_task, resolve_checkpoint, run_folder
 from falsecl.model_card import read_model_card, update_model_card
 
 #: The dynamo exporter (onnxscript) implements opset 18 and later; older opsets use the TorchScript exporter.
@@ -45,11 +44,6 @@ class _Logits(nn.Module):
         """Logits ``(B, K, H, W)`` of a normalised batch ``(B, C, H, W)``, ``H, W`` multiples of 16."""
         out: Tensor = self.model(image)
         return out
-
-
-def run_dir_of(checkpoint: Path) -> Path:
-    """The run folder of a checkpoint ``runs/<name>/checkpoints/x.ckpt`` (else the checkpoint's folder)."""
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
 def model_metadata(hparams: Any, card: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +158,8 @@ def export(
         tolerance: Largest accepted absolute logit difference.
 
     Returns:
-        ``{"output", "opset", "max_abs_diff", "metadata"}``.
+        ``{"output", "opset", "max_abs_diff", "metadata", "checkpoint", "tolerance"}`` (``max_abs_diff`` is
+        ``None`` without ``check``).
 
     Raises:
         ValueError: Bad sizes or opset, or ONNX Runtime disagrees with PyTorch beyond ``tolerance``.
@@ -180,7 +175,7 @@ def export(
         raise ValueError(f"{ckpt} holds no model")
     model = _Logits(task.model).eval()
     channels = int(task.hp.in_channels)
-    run_dir = run_dir_of(ckpt)
+    run_dir = run_folder(ckpt) or ckpt.parent  # a lone .ckpt: its folder holds the card and the export
     card = read_model_card(run_dir)
     metadata = model_metadata(task.hp, card)
     generator = torch.Generator().manual_seed(0)
@@ -215,23 +210,14 @@ def export(
     finally:
         tmp.unlink(missing_ok=True)
     opset_written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset)
-    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, opset {opset_written}) from {ckpt}")
-    if diff is not None:
-        print(f"ONNX Runtime check: max |ONNX - PyTorch| logits = {diff:.3g} (tolerance {tolerance:g})")
     if card:  # a falsecl run: its card points at the export
         onnx_entry = {"path": str(target), "opset": opset_written, "dynamic": dynamic, "max_abs_diff": diff}
         update_model_card(run_dir, {"onnx": onnx_entry})
-    return {"output": str(target), "opset": opset_written, "max_abs_diff": diff, "metadata": metadata}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``falsecl export`` (see :func:`export`); returns the exit code."""
-    from jsonargparse import auto_cli
-
-    prog = "falsecl export"
-    try:
-        auto_cli(export, args=list(argv) if argv is not None else None, as_positional=False, prog=prog)
-    except USER_ERRORS as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return {
+        "output": str(target),
+        "opset": opset_written,
+        "max_abs_diff": diff,
+        "metadata": metadata,
+        "checkpoint": str(ckpt),
+        "tolerance": tolerance,
+    }

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from falsecl.cli.data import main
 from falsecl.datasets import PotsdamTiles
-from falsecl.datasets.cli import main
 from falsecl.datasets.isprs import POTSDAM_TEST
 
 DUBAI = Path(__file__).parents[2] / "data" / "dubai_aerial"

@@ -4,7 +4,7 @@ import pytest
 from falsecl.datasets import DatasetError, PotsdamTiles, UnlabeledImagery
 from falsecl.datasets.stats import cached_band_stats, compute_band_stats, load_band_stats
 from falsecl.datasets.subsets import ids_to_indices, label_fraction_subset, load_ids, save_ids
-from falsecl.datasets.tiling import Patch
+from falsecl.tiling import Patch
 
 
 def test_stats_equal_numpy_over_all_patches_uint16(tmp_path, fakes):

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from falsecl.datasets.tiling import Patch, grid_windows, tile_patches, window_starts
+from falsecl.tiling import Patch, grid_windows, tile_patches, window_starts
 
 
 def naive_flush(length, size, stride):

@@ -13,8 +13,8 @@ import torch
 import yaml
 from PIL import Image
 
+from falsecl.cli.pretrain import main
 from falsecl.models.backbones import build_backbone, load_backbone_file
-from falsecl.tasks.pretrain_cli import main
 from falsecl.tasks.simclr import SimCLR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,7 +119,7 @@ def test_sigkill_then_resume_loses_at_most_one_epoch(images, tmp_path):
         "--trainer.max_epochs=1000",
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    code = "import sys; from falsecl.tasks.pretrain_cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from falsecl.cli.pretrain import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

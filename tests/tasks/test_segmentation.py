@@ -5,9 +5,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from falsecl.cli.finetune import main as finetune_main
 from falsecl.models import build_backbone, save_backbone_file
 from falsecl.models.segmentation import build_deeplabv3plus
-from falsecl.tasks.finetune_cli import main as finetune_main
 from falsecl.tasks.segmentation import SegmentationTask, poly_factor
 
 

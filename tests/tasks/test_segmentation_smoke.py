@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from falsecl.inference_cli import evaluate_main
-from falsecl.tasks.finetune_cli import main as finetune_main
+from falsecl.cli.finetune import main as finetune_main
+from falsecl.cli.inference import evaluate_main
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data" / "dubai_aerial"

@@ -14,30 +14,11 @@ from falsecl.datasets.folder import FolderDataset, load_palette
 from falsecl.datasets.io import IGNORE_INDEX
 from falsecl.datasets.isprs import ISPRSMMSeg, PotsdamPatches, PotsdamTiles, VaihingenPatches
 from falsecl.datasets.loveda import LoveDA
+from falsecl.datasets.registry import DATASETS, SEGMENTATION_DATASETS, segmentation_dataset
 from falsecl.datasets.stats import BandStats, cached_band_stats, compute_band_stats
 from falsecl.datasets.subsets import label_fraction_subset
-from falsecl.datasets.tiling import Patch, grid_windows, window_starts
 from falsecl.datasets.unlabeled import UnlabeledImagery
-
-#: Dataset name (CLI, datamodules, configs) -> class.
-DATASETS: dict[str, type[SegmentationDataset] | type[UnlabeledImagery]] = {
-    "dubai": DubaiAerial,
-    "potsdam": PotsdamTiles,
-    "potsdam_patches": PotsdamPatches,
-    "vaihingen_patches": VaihingenPatches,
-    "isprs_mmseg": ISPRSMMSeg,
-    "deepglobe": DeepGlobeLandCover,
-    "loveda": LoveDA,
-    "folder": FolderDataset,
-    "unlabeled": UnlabeledImagery,
-}
-
-#: Labelled dataset name -> class.
-SEGMENTATION_DATASETS: dict[str, type[SegmentationDataset]] = {
-    k: v
-    for k, v in DATASETS.items()
-    if isinstance(v, type) and issubclass(v, SegmentationDataset)
-}
+from falsecl.tiling import Patch, grid_windows, window_starts
 
 __all__ = [
     "DATASETS",
@@ -63,5 +44,6 @@ __all__ = [
     "grid_windows",
     "label_fraction_subset",
     "load_palette",
+    "segmentation_dataset",
     "window_starts",
 ]

@@ -3,12 +3,13 @@
 The pattern follows torchgeo's ``datasets/potsdam.py`` (class constants for classes, colours, splits and file
 patterns; ``_verify()`` with a helpful error; ``plot()``), but the datasets are plain map-style
 :class:`torch.utils.data.Dataset` objects over a *patch index*: a list of
-:class:`~falsecl.datasets.tiling.Patch` windows computed from image sizes read from the file headers, without
+:class:`~falsecl.tiling.Patch` windows computed from image sizes read from the file headers, without
 decoding pixels.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from falsecl.datasets.display import Colour, plot_sample
 from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
 from falsecl.datasets.io import (
     IGNORE_INDEX,
@@ -31,12 +33,11 @@ from falsecl.datasets.io import (
     remap_index,
 )
 from falsecl.datasets.subsets import carve_tiles
-from falsecl.datasets.tiling import POLICIES, PaddingPolicy, Patch, tile_patches
+from falsecl.tiling import POLICIES, PaddingPolicy, Patch, tile_patches
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-Colour = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class SegmentationDataset(Dataset[dict[str, Tensor]]):
         split: One of :attr:`splits`.
         patch_size: Square patch size; ``None`` yields whole images (sliding-window evaluation).
         stride: Step between patches; ``None`` means ``patch_size``.
-        padding: Tiling policy ``"flush"``, ``"pad"`` or ``"drop"`` (see :mod:`falsecl.datasets.tiling`).
+        padding: Tiling policy ``"flush"``, ``"pad"`` or ``"drop"`` (see :mod:`falsecl.tiling`).
         bands: Band subset: a name from :attr:`band_sets`, 0-based indices, or ``None`` for all bands.
 
     Raises:
@@ -314,14 +315,20 @@ class SegmentationDataset(Dataset[dict[str, Tensor]]):
 
     def read_image(self, index: int) -> NDArray[Any]:
         """Raw pixels (C, h, w) of patch ``index`` in the file's dtype, zero-padded outside the image."""
-        p = self.patches[index]
+        return self.read_patch_image(self.patches[index])
+
+    def read_mask(self, index: int) -> NDArray[np.int64]:
+        """Class indices (h, w) of patch ``index``, 255 outside the image and on ignore colours/values."""
+        return self.read_patch_mask(self.patches[index])
+
+    def read_patch_image(self, p: Patch) -> NDArray[Any]:
+        """Raw pixels (C, h, w) of any window ``p`` of an image of this dataset (see :meth:`read_image`)."""
         return read_window(
             self.files[p.image_index].image, p.row, p.col, p.height, p.width, self.band_indices, fill=0
         )
 
-    def read_mask(self, index: int) -> NDArray[np.int64]:
-        """Class indices (h, w) of patch ``index``, 255 outside the image and on ignore colours/values."""
-        p = self.patches[index]
+    def read_patch_mask(self, p: Patch) -> NDArray[np.int64]:
+        """Class indices (h, w) of any window ``p`` of an image of this dataset (see :meth:`read_mask`)."""
         files, info = self.files[p.image_index], self.infos[p.image_index]
         if files.mask is None:
             raise DatasetError(f"{type(self).__name__} has no masks")
@@ -347,15 +354,24 @@ class SegmentationDataset(Dataset[dict[str, Tensor]]):
 
     def with_patch_size(self, patch_size: int | None, stride: int | None = None) -> SegmentationDataset:
         """A copy of this dataset re-tiled with another patch size (``None``: whole images); no re-read."""
-        clone = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)
-        clone.patch_size, clone.stride = patch_size, stride
-        clone.patches = []
-        for i, (files, info) in enumerate(zip(self.files, self.infos, strict=True)):
-            clone.patches += tile_patches(
-                i, files.tile, info.height, info.width, patch_size, stride, self.padding
-            )
-        return clone
+        return self.with_images(range(len(self.files)), patch_size, stride)
+
+    def with_images(
+        self, keep: Sequence[int], patch_size: int | None, stride: int | None = None
+    ) -> SegmentationDataset:
+        """A copy holding only the images ``keep`` (indices into :attr:`files`), tiled anew; no re-read.
+
+        The copy shares everything else (palette, bands, split) with this dataset: it is a view for another
+        tiling or a subset of images, built without listing and verifying the files again.
+        """
+        view = copy.copy(self)
+        view.files = [self.files[i] for i in keep]
+        view.infos = [self.infos[i] for i in keep]
+        view.patch_size, view.stride = patch_size, stride
+        view.patches = []
+        for i, (files, info) in enumerate(zip(view.files, view.infos, strict=True)):
+            view.patches += tile_patches(i, files.tile, info.height, info.width, patch_size, stride, self.padding)
+        return view
 
     # ------------------------------------------------------------------------------------------ display
     def plot(
@@ -371,39 +387,4 @@ class SegmentationDataset(Dataset[dict[str, Tensor]]):
         Returns:
             The matplotlib figure.
         """
-        import matplotlib.pyplot as plt
-
-        panels: list[tuple[str, NDArray[Any]]] = [("image", display_rgb(sample["image"], self.rgb_bands))]
-        for key in ("mask", "prediction"):
-            if key in sample:
-                panels.append((key, colourise(sample[key], self.colours)))
-        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
-        for ax, (title, array) in zip(axes[0], panels, strict=True):
-            ax.imshow(array)
-            ax.axis("off")
-            if show_titles:
-                ax.set_title(title)
-        if suptitle is not None:
-            fig.suptitle(suptitle)
-        return fig
-
-
-def display_rgb(image: Tensor, rgb_bands: Sequence[int] | None = (0, 1, 2)) -> NDArray[np.float64]:
-    """Image (C, H, W) raw -> (H, W, 3) floats in [0, 1] with a per-band 2-98 % percentile stretch."""
-    array = image.detach().cpu().double().numpy()
-    bands = list(rgb_bands) if rgb_bands is not None and array.shape[0] >= 3 else [0, 0, 0]
-    rgb = array[bands]
-    lo = np.percentile(rgb, 2, axis=(1, 2), keepdims=True)
-    hi = np.percentile(rgb, 98, axis=(1, 2), keepdims=True)
-    out: NDArray[np.float64] = np.clip((rgb - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(1, 2, 0)
-    return out
-
-
-def colourise(mask: Tensor, colours: Sequence[Colour]) -> NDArray[np.uint8]:
-    """Class indices (H, W) -> RGB (H, W, 3) uint8 in the class colours; ignore (255) is black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    for i, colour in enumerate(colours):
-        lut[i] = colour
-    m = mask.detach().cpu().numpy().astype(np.int64)
-    out: NDArray[np.uint8] = lut[np.clip(m, 0, 255)]
-    return out
+        return plot_sample(sample, self.colours, self.rgb_bands, show_titles, suptitle)

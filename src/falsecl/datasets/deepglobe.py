@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from falsecl.datasets.base import Colour, SampleFiles, SegmentationDataset
+from falsecl.datasets.base import SampleFiles, SegmentationDataset
+from falsecl.datasets.display import Colour
 from falsecl.datasets.errors import DatasetNotFoundError
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from falsecl.datasets.base import Colour, SampleFiles, SegmentationDataset
+from falsecl.datasets.base import SampleFiles, SegmentationDataset
+from falsecl.datasets.display import Colour
 from falsecl.datasets.errors import DatasetNotFoundError
 
 

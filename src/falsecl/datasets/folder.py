@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from falsecl.datasets.base import Colour, SampleFiles, SegmentationDataset
+from falsecl.datasets.base import SampleFiles, SegmentationDataset
+from falsecl.datasets.display import Colour
 from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
 from falsecl.datasets.io import IGNORE_INDEX, IMAGE_SUFFIXES
 

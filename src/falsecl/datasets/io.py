@@ -1,13 +1,12 @@
-"""Readers for image and mask files: headers without decoding, windowed reads, validity, colour/index masks.
+"""Readers for image and mask files: headers without decoding, windowed reads, validity.
 
 GeoTIFFs (``.tif``/``.tiff``) are read with rasterio *windows*, so a 6000 x 6000 ortho tile is never loaded
 whole. JPEG/PNG are small in practice and decoded whole by Pillow; decoded images stay in a per-process LRU
 cache bounded in bytes, so the patches of one image do not decode it again.
 
-Band roles come from the colour interpretation: an alpha band is never an image band, it is validity. A pixel is
-valid unless GDAL's dataset mask says otherwise (in GDAL's order: an internal or external ``.msk`` mask, the alpha
-band, else the nodata value in every band), or Pillow's alpha channel is 0. Invalid pixels are filled with the band
-mean before normalisation (:func:`fill_invalid`), so a model never sees what is stored under nodata.
+Band roles and validity come from :mod:`falsecl.datasets.validity`: an alpha band is never an image band;
+:func:`read_valid` reads a window's validity (GDAL's dataset mask, or Pillow's alpha channel). Colour and index
+masks are decoded by :mod:`falsecl.datasets.label_masks` (re-exported here, where callers have always found them).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,24 @@ from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
 from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
+from falsecl.datasets.label_masks import colours_to_index, index_lookup, pack_rgb, remap_index
+from falsecl.datasets.validity import band_roles, may_have_invalid, valid_pixels
+
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGE_SUFFIXES",
+    "ImageInfo",
+    "close_handles",
+    "colours_to_index",
+    "has_invalid_pixels",
+    "index_lookup",
+    "is_tiff",
+    "pack_rgb",
+    "read_info",
+    "read_valid",
+    "read_window",
+    "remap_index",
+]
 
 IGNORE_INDEX = 255
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -62,139 +79,6 @@ class ImageInfo:
     dtype: str
     crs: str | None = None
     mode: str | None = None
-
-
-#: A band tagged alpha is taken as transparency only when at least this share of its sampled pixels are 0 or
-#: opaque (255, 65535): GDAL and rasterio tag the 4th band of any 4-band 8-bit GeoTIFF as alpha unless told
-#: otherwise, so an RGBIR file written with the defaults carries its near-infrared band under the alpha tag.
-ALPHA_MASK_SHARE = 0.9
-
-
-@dataclass(frozen=True)
-class BandRoles:
-    """What the bands of a raster are, from their colour interpretation (and, for alpha, their values).
-
-    Attributes:
-        image: 1-based indexes of the bands that carry imagery (what a model sees).
-        alpha: 1-based index of the alpha band taken as the validity mask, or ``None``.
-        mistagged: 1-based index of a band tagged alpha whose values are imagery, not transparency (kept as an
-            image band; validity then comes from the nodata value alone), or ``None``.
-    """
-
-    image: list[int]
-    alpha: int | None = None
-    mistagged: int | None = None
-
-
-def _mask_like(src: Any, band: int) -> bool:
-    """Whether a band's sampled values are transparency: nearly all 0 or opaque (255, 65535 or the type's maximum).
-
-    A constant or all-zero band says nothing either way; it stays a band, as it always was.
-    """
-    from rasterio.enums import Resampling
-
-    shape = (min(int(src.height), 256), min(int(src.width), 256))
-    values = np.asarray(src.read(band, out_shape=shape, resampling=Resampling.nearest))
-    dtype = np.dtype(src.dtypes[band - 1])
-    opaque = {255, 65535} | ({int(np.iinfo(dtype).max)} if dtype.kind in "ui" else set())
-    top = int(values.max()) if values.size else 0
-    return top in opaque and bool(np.mean((values == 0) | (values == top)) >= ALPHA_MASK_SHARE)
-
-
-_roles: dict[tuple[int, str], BandRoles] = {}
-
-
-def band_roles(src: Any) -> BandRoles:
-    """Image bands and validity of an open rasterio dataset (cached per process, file name and modification time).
-
-    A band tagged alpha is the validity mask, never an image band, when its values look like transparency
-    (:data:`ALPHA_MASK_SHARE`); otherwise it is imagery under GDAL's default RGBA tag and stays a band.
-    """
-    from rasterio.enums import ColorInterp
-
-    name = str(src.name)
-    stamp = os.stat(name).st_mtime_ns if os.path.exists(name) else 0  # a rewritten file is looked at again
-    key = (os.getpid(), f"{name}|{stamp}")
-    if key in _roles:
-        return _roles[key]
-    tagged = [i + 1 for i, interp in enumerate(src.colorinterp) if interp == ColorInterp.alpha]
-    roles = BandRoles(list(range(1, int(src.count) + 1)))
-    if len(tagged) == 1 and int(src.count) > 1:
-        band = tagged[0]
-        if _mask_like(src, band):
-            roles = BandRoles([b for b in roles.image if b != band], alpha=band)
-        else:
-            roles = BandRoles(roles.image, mistagged=band)
-    if len(_roles) > 4 * _HANDLE_CACHE_SIZE:
-        _roles.clear()
-    _roles[key] = roles
-    return roles
-
-
-def image_band_indexes(src: Any) -> list[int]:
-    """1-based indexes of the bands of an open rasterio dataset that carry imagery (all but an alpha band)."""
-    return band_roles(src).image
-
-
-def may_have_invalid(src: Any) -> bool:
-    """Whether an open rasterio dataset declares invalid pixels (nodata value, mask or alpha band).
-
-    Only such rasters pay for reading :func:`valid_pixels`; the others are valid everywhere.
-    """
-    from rasterio.enums import MaskFlags
-
-    if band_roles(src).mistagged is not None:
-        return src.nodata is not None
-    return any(MaskFlags.all_valid not in flags for flags in src.mask_flag_enums)
-
-
-def valid_pixels(src: Any, window: Any = None, out_shape: tuple[int, int] | None = None) -> NDArray[np.bool_]:
-    """GDAL's dataset mask of an open rasterio dataset as booleans, ``True`` = valid: ``(h, w)``.
-
-    In GDAL's order: an internal or external ``.msk`` mask, the alpha band, else the nodata value (a pixel is
-    valid when any band differs from it). With a mis-tagged alpha band (:class:`BandRoles`) only the nodata value.
-
-    Args:
-        src: Open rasterio dataset.
-        window: Region to read (whole raster when ``None``).
-        out_shape: Read decimated to ``(rows, cols)`` (nearest neighbour), e.g. for a value-range sample.
-    """
-    roles = band_roles(src)
-    if roles.mistagged is not None:
-        from rasterio.enums import Resampling
-
-        kw: dict[str, Any] = {"window": window}
-        if out_shape is not None:
-            kw.update(out_shape=(len(roles.image), *out_shape), resampling=Resampling.nearest)
-        pixels = np.asarray(src.read(roles.image, **kw))
-        if src.nodata is None:
-            return np.ones(pixels.shape[1:], dtype=bool)
-        out: NDArray[np.bool_] = (pixels != src.nodata).any(axis=0)
-        return out
-    mask = src.dataset_mask(window=window, out_shape=out_shape)
-    valid: NDArray[np.bool_] = np.asarray(mask) != 0
-    return valid
-
-
-def fill_invalid(image: NDArray[Any], valid: NDArray[np.bool_], values: Sequence[float]) -> NDArray[Any]:
-    """Set every band of the invalid pixels to ``values`` (the band means), in place.
-
-    Filling with the training mean puts invalid pixels at 0 after normalisation, so valid pixels near nodata are
-    classified the same whatever value the file stores under nodata (0, 65535, -9999 ...).
-
-    Args:
-        image: Float pixels ``(C, h, w)``.
-        valid: ``(h, w)``, ``True`` where the pixel holds data.
-        values: One fill value per band (``C``).
-
-    Returns:
-        ``image``, filled.
-    """
-    if len(values) != image.shape[0]:
-        raise ValueError(f"{len(values)} fill values for {image.shape[0]} bands")
-    if not valid.all():
-        image[:, ~valid] = np.asarray(values, dtype=image.dtype)[:, None]
-    return image
 
 
 def is_tiff(path: Path) -> bool:
@@ -334,7 +218,7 @@ def read_info(path: Path) -> ImageInfo:
     if is_tiff(path):
         src = _rasterio_open(path)
         crs = src.crs.to_string() if src.crs is not None else None
-        bands = image_band_indexes(src)  # an alpha band is validity, not imagery
+        bands = band_roles(src).image  # an alpha band is validity, not imagery
         return ImageInfo(int(src.height), int(src.width), len(bands), str(src.dtypes[bands[0] - 1]), crs)
     try:
         with Image.open(path) as img:
@@ -394,7 +278,7 @@ def read_window(
         h = src.height - row if height is None else height
         w = src.width - col if width is None else width
         rh, rw = max(0, min(h, src.height - row)), max(0, min(w, src.width - col))
-        image_bands = image_band_indexes(src)
+        image_bands = band_roles(src).image
         indexes = [image_bands[b] for b in bands] if bands is not None else image_bands
         try:
             data = src.read(indexes, window=Window(col, row, rw, rh))
@@ -452,103 +336,3 @@ def read_valid(path: Path, row: int = 0, col: int = 0, height: int | None = None
     else:
         alpha = np.ones((max(0, min(h, info.height - row)), max(0, min(w, info.width - col))), dtype=bool)
     return _pad(np.ascontiguousarray(alpha), h, w, False)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# masks
-def pack_rgb(rgb: NDArray[Any]) -> NDArray[np.int32]:
-    """Pack an RGB array (3, H, W) into one int32 code per pixel: ``r << 16 | g << 8 | b``."""
-    r, g, b = (rgb[i].astype(np.int32) for i in range(3))
-    return np.asarray((r << 16) | (g << 8) | b, dtype=np.int32)
-
-
-def colours_to_index(
-    rgb: NDArray[Any], palette: Mapping[tuple[int, int, int], int], path: Path | str
-) -> NDArray[np.int64]:
-    """Convert an RGB colour mask to class indices with a vectorised lookup.
-
-    Colours are packed into one int32 per pixel and looked up in the sorted palette codes (``searchsorted``),
-    so the cost is O(H W log K) with no Python loop over pixels.
-
-    Args:
-        rgb: Colour mask (3, H, W) (or more bands; the first three are used). Read it unpadded: padding
-            colours could collide with real class colours (ISPRS impervious is white).
-        palette: Colour -> class index (``255`` for ignore colours).
-        path: The mask file, named in the error message.
-
-    Returns:
-        Class indices (H, W), int64.
-
-    Raises:
-        DatasetError: A colour not in the palette; the message lists each colour with its pixel count.
-    """
-    if rgb.shape[0] < 3:
-        raise DatasetError(
-            f"mask {path} has {rgb.shape[0]} band(s) but this dataset expects RGB colour masks; "
-            "convert index masks with the matching dataset (e.g. 'isprs_mmseg', 'folder' with an index "
-            "palette)."
-        )
-    codes = pack_rgb(rgb[:3])
-    colours = list(palette)
-    keys = pack_rgb(np.array(colours, dtype=np.int32).T.reshape(3, len(colours), 1))[:, 0]
-    values = np.array([palette[c] for c in colours], dtype=np.int64)
-    order = np.argsort(keys)
-    keys_ext, values_ext = keys[order], values[order]
-    pos = np.clip(np.searchsorted(keys_ext, codes), 0, len(keys_ext) - 1)
-    known = keys_ext[pos] == codes
-    if not known.all():
-        bad, counts = np.unique(codes[~known], return_counts=True)
-        worst = np.argsort(-counts)[:10]
-        listed = ", ".join(
-            f"({(int(bad[i]) >> 16) & 255},{(int(bad[i]) >> 8) & 255},{int(bad[i]) & 255}) x "
-            f"{int(counts[i])} px"
-            for i in worst
-        )
-        more = f" and {len(bad) - len(worst)} more" if len(bad) > len(worst) else ""
-        raise DatasetError(
-            f"mask {path} has {len(bad)} colour(s) not in the palette: {listed}{more}. Fix: add these "
-            "colours to "
-            "the palette (map unwanted ones to 'ignore'), or re-export the mask without anti-aliasing/JPEG."
-        )
-    out: NDArray[np.int64] = values_ext[pos]
-    return out
-
-
-def index_lookup(mapping: Mapping[int, int]) -> NDArray[np.int64]:
-    """A 256-entry lookup table for index masks; entries not in ``mapping`` are ``-1`` (invalid)."""
-    lut = np.full(256, -1, dtype=np.int64)
-    for raw, cls in mapping.items():
-        lut[raw] = cls
-    return lut
-
-
-def remap_index(mask: NDArray[Any], lut: NDArray[np.int64], path: Path | str) -> NDArray[np.int64]:
-    """Map raw index-mask values through ``lut`` (from :func:`index_lookup`).
-
-    Args:
-        mask: Raw index mask (1, H, W) or (H, W) of integer values 0..255.
-        lut: 256-entry table, -1 for values that must not occur.
-        path: The mask file, named in the error message.
-
-    Returns:
-        Class indices (H, W), int64.
-
-    Raises:
-        DatasetError: A value outside 0..255 or not in the table.
-    """
-    mask = mask[0] if mask.ndim == 3 else mask
-    if mask.size and (int(mask.min()) < 0 or int(mask.max()) > 255):
-        raise DatasetError(
-            f"mask {path} has values outside 0..255 ({mask.min()}..{mask.max()}); expected an 8-bit "
-            "index mask."
-        )
-    out = lut[mask.astype(np.int64)]
-    if (out < 0).any():
-        bad, counts = np.unique(mask[out < 0], return_counts=True)
-        listed = ", ".join(f"{int(v)} x {int(n)} px" for v, n in zip(bad[:10], counts[:10], strict=False))
-        raise DatasetError(
-            f"mask {path} has value(s) not in the class table: {listed}. Fix: check that this is the right "
-            "dataset "
-            "layout (index masks vs. colour masks) or map the values in the palette."
-        )
-    return out

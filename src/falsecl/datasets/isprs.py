@@ -17,7 +17,8 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
-from falsecl.datasets.base import Colour, SampleFiles, SegmentationDataset
+from falsecl.datasets.base import SampleFiles, SegmentationDataset
+from falsecl.datasets.display import Colour
 from falsecl.datasets.errors import DatasetNotFoundError
 
 ISPRS_CLASSES = ("impervious_surfaces", "building", "low_vegetation", "tree", "car", "clutter")

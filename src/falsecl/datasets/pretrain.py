@@ -1,6 +1,6 @@
 """The pretraining pool: folders of unlabeled imagery and labelled datasets' training splits, masks ignored.
 
-Each source keeps its own file discovery and the shared tiling (:mod:`falsecl.datasets.tiling`); this module
+Each source keeps its own file discovery and the shared tiling (:mod:`falsecl.tiling`); this module
 only concatenates them, numbers the patches (``"index"``, which MoCo keeps with queued keys) and, for labelled
 sources, adds the majority class of each patch's mask (``"majority"``, FALSE diagnostics only; -1 elsewhere).
 """
@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 from falsecl.datasets.base import SegmentationDataset
 from falsecl.datasets.errors import DatasetError
 from falsecl.datasets.io import IGNORE_INDEX
-from falsecl.datasets.tiling import Patch
 from falsecl.datasets.unlabeled import UnlabeledImagery, held_out_tile
+from falsecl.tiling import Patch
 
 
 def majority_class(mask: NDArray[Any], num_classes: int) -> int:
@@ -86,11 +86,7 @@ def without_held_out(dataset: SegmentationDataset) -> tuple[SegmentationDataset,
             "test tile. Fix: pretrain on the training split, or pass include_held_out=True knowingly."
         )
     dropped = sorted({str(held_out_tile(f.image.name)) for f in dataset.files} - {"None"})
-    clone = object.__new__(type(dataset))
-    clone.__dict__.update(dataset.__dict__)
-    clone.files = [dataset.files[i] for i in keep]
-    clone.infos = [dataset.infos[i] for i in keep]
-    return clone.with_patch_size(dataset.patch_size, dataset.stride), dropped
+    return dataset.with_images(keep, dataset.patch_size, dataset.stride), dropped
 
 
 class PretrainImagery(Dataset[dict[str, Tensor]]):

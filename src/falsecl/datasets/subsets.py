@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from falsecl.datasets.errors import DatasetError
-from falsecl.datasets.tiling import Patch
+from falsecl.tiling import Patch
 
 
 def label_fraction_subset(patches: Sequence[Patch], fraction: float, seed: int = 0) -> list[int]:

@@ -24,12 +24,13 @@ from numpy.typing import NDArray
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from falsecl.datasets.base import display_rgb, resolve_bands
+from falsecl.datasets.base import resolve_bands
+from falsecl.datasets.display import display_rgb
 from falsecl.datasets.dubai import DubaiAerial
 from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
 from falsecl.datasets.io import IMAGE_SUFFIXES, ImageInfo, read_info, read_window
 from falsecl.datasets.isprs import POTSDAM_TEST, VAIHINGEN_TEST
-from falsecl.datasets.tiling import POLICIES, PaddingPolicy, Patch, tile_patches
+from falsecl.tiling import POLICIES, PaddingPolicy, Patch, tile_patches
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

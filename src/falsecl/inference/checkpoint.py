@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from falsecl.inference.preview import class_colours, class_labels
+from falsecl.inference.sliding_window import Blend, SlidingWindowPredictor
 from falsecl.tasks.segmentation import SegmentationTask
 
 #: Dataset assumed for checkpoints that do not record theirs.
@@ -50,6 +51,15 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
             f"checkpoint {path} not found; pass a run folder runs/<name>, its checkpoints/last.ckpt or a best-*.ckpt"
         )
     return path
+
+
+def run_folder(checkpoint: str | Path) -> Path | None:
+    """The run folder ``runs/<name>`` of a checkpoint ``runs/<name>/checkpoints/*.ckpt`` (``None`` elsewhere).
+
+    The reverse of :func:`resolve_checkpoint`: where the run's model card, band statistics and reports live.
+    """
+    path = Path(checkpoint)
+    return path.parent.parent if path.parent.name == "checkpoints" else None
 
 
 def load_task(checkpoint: str | Path, device: str = "cpu", output_stride: int | None = None) -> SegmentationTask:
@@ -180,3 +190,29 @@ def describe_checkpoint(path: Path, task: SegmentationTask) -> dict[str, Any]:
         "selected_on": {"split": split, "description": description},
         "chosen": chosen,
     }
+
+
+def make_predictor(
+    task: SegmentationTask,
+    window: int,
+    overlap: float,
+    blend: Blend,
+    tta: bool,
+    batch_size: int,
+    precision: str = "32-true",
+) -> SlidingWindowPredictor:
+    """A :class:`SlidingWindowPredictor` normalising with the checkpoint's band statistics."""
+    hp = task.hp
+    return SlidingWindowPredictor(
+        task,
+        window=window,
+        overlap=overlap,
+        blend=blend,
+        tta_flip=tta,
+        batch_size=batch_size,
+        num_classes=int(hp.num_classes),
+        mean=hp.mean,
+        std=hp.std,
+        in_channels=int(hp.in_channels),
+        precision=precision,
+    )

@@ -1,5 +1,8 @@
 """Evaluation with bounded memory: the confusion matrix is accumulated block by block as the sliding window goes.
 
+:func:`evaluate_checkpoint` is ``falsecl evaluate``'s work: the checkpoint's data, whole held-out images, the
+metrics and their reports (:mod:`falsecl.inference.report`), returned as an :class:`Evaluation`.
+
 No whole-image logits are ever held: each finished block of blended logits
 (:meth:`~falsecl.inference.SlidingWindowPredictor.sweep`) is turned into labels and counted against the same
 block of the mask, read on demand. Peak memory is that of the sliding window (a band of ``window`` rows of one
@@ -15,18 +18,32 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from falsecl.datasets.io import fill_invalid, has_invalid_pixels, read_valid
-from falsecl.datasets.tiling import Patch
-from falsecl.inference.sliding_window import SlidingWindowPredictor, argmax_classes
-from falsecl.metrics import IGNORE_INDEX
+from falsecl.datasets import segmentation_dataset
+from falsecl.datasets.base import SegmentationDataset
+from falsecl.datasets.io import has_invalid_pixels, read_valid
+from falsecl.datasets.validity import fill_invalid
+from falsecl.inference.checkpoint import (
+    check_same_classes,
+    describe_checkpoint,
+    load_task,
+    make_predictor,
+    resolve_checkpoint,
+    resolve_data,
+)
+from falsecl.inference.report import report_header, update_card_metrics, write_reports
+from falsecl.inference.sliding_window import Blend, SlidingWindowPredictor, argmax_classes
+from falsecl.metrics import IGNORE_INDEX, format_metrics_table, metrics_from_confusion
+from falsecl.model_card import held_out_note
+from falsecl.tiling import Patch
 
 #: ``(r0, r1, c0, c1) -> array``: rows ``[r0, r1)`` and columns ``[c0, c1)`` of an image or a mask.
 RegionReader = Callable[[int, int, int, int], Tensor]
@@ -73,7 +90,7 @@ def dataset_samples(dataset: Any, count: int | None = None) -> list[EvalSample]:
     """Region readers over the whole images of a :class:`~falsecl.datasets.base.SegmentationDataset`.
 
     Regions go through the dataset's own ``read_image``/``read_mask`` (band selection, mask decoding, ignore
-    colours), on a shallow view of it whose single patch is the region.
+    colours) applied to each region as a window of the image.
 
     Args:
         dataset: A segmentation dataset (any tiling; its ``files``/``infos`` list the images).
@@ -82,23 +99,17 @@ def dataset_samples(dataset: Any, count: int | None = None) -> list[EvalSample]:
     Returns:
         One sample per image.
     """
-    view = object.__new__(type(dataset))
-    view.__dict__.update(dataset.__dict__)
     samples = []
     n = len(dataset.files) if count is None else min(count, len(dataset.files))
     for i in range(n):
         info, tile = dataset.infos[i], dataset.files[i].tile
 
-        def region(r0: int, r1: int, c0: int, c1: int, i: int = i, tile: str = tile) -> None:
-            view.patches = [Patch(i, tile, r0, c0, r1 - r0, c1 - c0)]
+        def image(r0: int, r1: int, c0: int, c1: int, i: int = i, tile: str = tile) -> Tensor:
+            patch = Patch(i, tile, r0, c0, r1 - r0, c1 - c0)
+            return torch.from_numpy(np.asarray(dataset.read_patch_image(patch), dtype=np.float32))
 
-        def image(r0: int, r1: int, c0: int, c1: int, region: Any = region) -> Tensor:
-            region(r0, r1, c0, c1)
-            return torch.from_numpy(np.asarray(view.read_image(0), dtype=np.float32))
-
-        def mask(r0: int, r1: int, c0: int, c1: int, region: Any = region) -> Tensor:
-            region(r0, r1, c0, c1)
-            return torch.from_numpy(view.read_mask(0))
+        def mask(r0: int, r1: int, c0: int, c1: int, i: int = i, tile: str = tile) -> Tensor:
+            return torch.from_numpy(dataset.read_patch_mask(Patch(i, tile, r0, c0, r1 - r0, c1 - c0)))
 
         bands = len(dataset.band_indices) if dataset.band_indices is not None else int(info.bands)
         path = dataset.files[i].image
@@ -200,3 +211,167 @@ def _accumulate(
                 flush=True,
             )
     return n
+
+
+def evaluate_images(
+    predictor: SlidingWindowPredictor,
+    samples: Iterable[EvalSample | Mapping[str, Tensor]],
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    ignore_index: int = 255,
+    progress: bool = False,
+    total: int | None = None,
+) -> tuple[dict[str, Any], Tensor]:
+    """Sliding-window prediction over whole images and metrics over all their pixels, block by block.
+
+    Args:
+        predictor: The sliding-window predictor.
+        samples: :class:`EvalSample` region readers, or whole raw images ``{"image": (C, H, W), "mask": (H, W)}``
+            (never centre-cropped).
+        num_classes: ``K``.
+        class_names: Names for the per-class metrics.
+        ignore_index: Mask value not counted.
+        progress: Print one line per image (with elapsed time) to stderr.
+        total: Number of images, for the progress lines.
+
+    Returns:
+        ``(metrics, confusion)``: :func:`falsecl.metrics.metrics_from_confusion` output and the ``(K, K)``
+        matrix.
+    """
+    cm = confusion_of_samples(predictor, samples, num_classes, ignore_index, progress=progress, total=total)
+    return metrics_from_confusion(cm, class_names), cm
+
+
+def whole_images(
+    dataset: str, root: str, split: str, palette: str | None, bands: str | Sequence[int] | None
+) -> SegmentationDataset:
+    """The whole (untiled, raw) images of a held-out split, as the fine-tuning datamodule reads them."""
+    return segmentation_dataset(dataset, root, split, None, bands=bands, palette=palette)
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_checkpoint` measured and wrote.
+
+    Attributes:
+        metrics: :func:`falsecl.metrics.metrics_from_confusion` output plus ``checkpoint`` (which one was
+            scored, chosen on which split) and ``settings``.
+        confusion: ``(K, K)`` int64 confusion matrix, rows = ground truth.
+        report: The Markdown report (header and table), as written to ``metrics.md``.
+        output_dir: Folder holding ``metrics.json``, ``metrics.md`` and ``confusion_matrix.png``.
+        images: Images evaluated.
+        card_updated: Whether the run's ``model.json`` received the metrics (whole split, run folder known).
+    """
+
+    metrics: dict[str, Any]
+    confusion: Tensor
+    report: str
+    output_dir: Path
+    images: int
+    card_updated: bool
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    dataset: str | None = None,
+    root: str | None = None,
+    split: str = "test",
+    palette: str | None = None,
+    bands: str | list[int] | None = None,
+    window: int = 512,
+    overlap: float = 0.25,
+    blend: Blend = "gaussian",
+    tta: bool = False,
+    batch_size: int = 8,
+    device: str = "auto",
+    precision: Literal["auto", "bf16-mixed", "32-true"] = "32-true",
+    output_stride: int | None = None,
+    output_dir: str | None = None,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Evaluate a fine-tuned model on whole held-out images with sliding-window inference.
+
+    The data (dataset, root, bands, palette) and the classes come from the checkpoint unless given. Writes
+    ``metrics.json`` (all numbers, the settings, which checkpoint was scored and on which split it was chosen),
+    ``metrics.md`` (readable table) and ``confusion_matrix.png`` (row-normalised) to ``output_dir``, and, when
+    the whole split was evaluated, the metrics into the run's ``model.json`` (``test_metrics``). Memory stays
+    bounded: the confusion matrix is accumulated block by block, whatever the image size.
+
+    Args:
+        checkpoint: Fine-tuning checkpoint (``runs/<name>/checkpoints/*.ckpt``), or the run folder ``runs/<name>``
+            (its best checkpoint by validation mIoU).
+        dataset: Dataset name (``dubai``, ``potsdam``, ``folder`` ...); the checkpoint's own when omitted. One
+            whose classes differ from the checkpoint's is refused.
+        root: Dataset root folder; the checkpoint's own when the dataset is.
+        split: Held-out split (``test`` or ``val``).
+        palette: Palette file for the ``folder`` dataset; the checkpoint's own when omitted.
+        bands: Band choice passed to the dataset; the checkpoint's own when omitted.
+        window: Sliding-window size in pixels.
+        overlap: Fraction of overlap between neighbouring windows, in [0, 1).
+        blend: ``gaussian`` or ``mean`` blending of overlapping logits.
+        tta: Average predictions of the window and its horizontal/vertical flips.
+        batch_size: Windows per forward pass.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        precision: ``32-true`` (default, reproducible numbers), ``bf16-mixed`` (bf16 autocast on the forward
+            pass) or ``auto`` (bf16 where the hardware runs it natively).
+        output_stride: Run DeepLabv3+ at output stride 8 or 16 (the checkpoint's own by default; 16 is faster).
+        output_dir: Where to write the reports (default ``<run>/eval-<split>`` next to ``checkpoints/``).
+        max_images: Evaluate only the first N images (quick checks).
+        progress: Print a line per evaluated image.
+
+    Returns:
+        The :class:`Evaluation` (metrics, confusion matrix, report text, where it was written).
+
+    Raises:
+        ValueError: An empty split, or data whose classes differ from the checkpoint's.
+        FileNotFoundError: No checkpoint or no data.
+    """
+    path = resolve_checkpoint(checkpoint)
+    task = load_task(path, device, output_stride)
+    dataset, root, palette, bands = resolve_data(task, dataset, root, palette, bands)
+    predictor = make_predictor(task, window, overlap, blend, tta, batch_size, precision)
+    images = whole_images(dataset, root, split, palette, bands)
+    if len(images) == 0:
+        raise ValueError(f"split {split!r} of {root} has no images")
+    data_names = list(getattr(images, "classes", []) or [])
+    if data_names:
+        check_same_classes(task, data_names, f"dataset {dataset!r} at {root}")
+    names = task.hp.class_names or data_names or None
+    count = len(images) if max_images is None else min(max_images, len(images))
+    samples = dataset_samples(images, count) if hasattr(images, "files") else [images[i] for i in range(count)]
+    start = time.perf_counter()
+    metrics, cm = evaluate_images(
+        predictor, samples, int(task.hp.num_classes), names, int(task.hp.ignore_index), progress, count
+    )
+    seconds = time.perf_counter() - start
+    out = Path(output_dir) if output_dir else path.resolve().parent.parent / f"eval-{split}"
+    scored = describe_checkpoint(path, task)
+    held_out = held_out_note(task.hp)
+    metrics["checkpoint"] = scored
+    metrics["settings"] = {
+        "checkpoint": str(path),
+        "dataset": dataset,
+        "root": root,
+        "split": split,
+        "images": count,
+        "window": window,
+        "overlap": overlap,
+        "blend": blend,
+        "tta": tta,
+        "precision": predictor.precision,
+        "output_stride": int(task.hp.output_stride),
+        "seconds": round(seconds, 3),
+        "allow_held_out": held_out is not None,
+    }
+    optimistic = (
+        scored["kind"] == "best-by-val"
+        and split == scored["selected_on"]["split"]
+        and dataset == task.hp.get("data_name")
+    )
+    report = report_header(metrics["settings"], scored, path.name, optimistic, held_out)
+    report += format_metrics_table(metrics)
+    write_reports(out, metrics, cm, report)
+    # A partial evaluation (--max_images) is no model-card figure.
+    card_updated = count == len(images) and update_card_metrics(path, split, metrics)
+    return Evaluation(metrics, cm, report, out, count, card_updated)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from falsecl.datasets.io import may_have_invalid, valid_pixels
+from falsecl.datasets.validity import may_have_invalid, valid_pixels
 
 #: A band's values are "far outside" the training range when its 1st or 99th percentile lies more than this
 #: many training ranges (99th - 1st percentile) beyond the training percentiles.

@@ -19,8 +19,8 @@ What the input says is kept as it is:
   type or value range is refused before anything is written.
 
 Every output carries the tag ``FALSECL_OUTPUT`` (``classes``, ``confidence``, ``probabilities``), so a folder of
-inputs that also holds earlier outputs can skip them (:func:`product_output_kind`). Pixels flow band by band
-through :meth:`SlidingWindowPredictor.sweep`, so memory does not grow with the image.
+inputs that also holds earlier outputs can skip them (:func:`falsecl.inference.geotiff.product_output_kind`).
+Pixels flow band by band through :meth:`SlidingWindowPredictor.sweep`, so memory does not grow with the image.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from falsecl.datasets.io import band_roles, fill_invalid, image_band_indexes, may_have_invalid, valid_pixels
+from falsecl.datasets.validity import band_roles, fill_invalid, image_band_indexes, may_have_invalid, valid_pixels
+from falsecl.inference.geotiff import OUTPUT_TAG, check_writable, georeferencing, remove
 from falsecl.inference.input_check import ValueRange, check_value_range, sample_value_range
 from falsecl.inference.legend import category_sidecar_xml, colour_table, qgis_style
 from falsecl.inference.preview import NODATA_CLASS, class_colours, class_labels, save_preview
@@ -44,10 +45,6 @@ from falsecl.inference.sliding_window import SlidingWindowPredictor, argmax_clas
 
 #: Maps whose longer side exceeds this get internal overviews.
 OVERVIEW_THRESHOLD = 2048
-
-#: GeoTIFF metadata item naming which product output a file is.
-OUTPUT_TAG = "FALSECL_OUTPUT"
-
 
 def predict_raster(
     predictor: SlidingWindowPredictor,
@@ -151,47 +148,6 @@ def predict_raster(
     remove(t.with_name(t.name + ".aux.xml") for t in temps.values())
     summary["outputs"] = {kind: str(p) for kind, p in outputs.items()}
     return summary
-
-
-def georeferencing(src: Any) -> dict[str, Any]:
-    """The input's georeferencing, as creation arguments of an output on the same pixel grid.
-
-    Ground control points (with their CRS) and RPCs are copied as they are, a CRS and geotransform likewise; an
-    input with none of these gives ``{}``: no CRS and no transform, rather than a made-up one (origin 0, 0, pixel
-    size 1, which GIS software draws upside down).
-
-    Args:
-        src: Open rasterio dataset.
-
-    Returns:
-        Some of ``crs``, ``transform``, ``gcps``, ``rpcs``.
-    """
-    out: dict[str, Any] = {}
-    gcps, gcp_crs = src.gcps
-    if gcps:
-        out["gcps"], out["crs"] = gcps, gcp_crs
-    elif src.crs is not None or not src.transform.is_identity:
-        out["crs"], out["transform"] = src.crs, src.transform
-    if src.rpcs is not None:
-        out["rpcs"] = src.rpcs
-    return out
-
-
-def product_output_kind(path: str | Path) -> str | None:
-    """Which output of ``falsecl predict`` a raster is (``classes``, ``confidence``, ``probabilities``), else ``None``.
-
-    Unreadable files give ``None`` (they are reported when predicted on).
-    """
-    import rasterio
-    from rasterio.errors import RasterioIOError
-
-    try:
-        with warnings.catch_warnings(), rasterio.open(path) as ds:
-            warnings.simplefilter("ignore")
-            kind = ds.tags().get(OUTPUT_TAG)
-    except (RasterioIOError, OSError):
-        return None
-    return str(kind) if kind else None
 
 
 class _PredictOptions:
@@ -393,25 +349,6 @@ def _predict_open(
         "names": names,
         "colours": colours,
     }
-
-
-def check_writable(path: Path, kind: str, overwrite: bool) -> None:
-    """Refuse an output in a missing or read-only folder, a folder, or an existing file unless ``overwrite``."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise FileNotFoundError(f"cannot write the {kind} output {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write the {kind} output {path}: folder {parent} is not writable")
-    if path.is_dir():
-        raise ValueError(f"the {kind} output {path} is a folder; give a file name")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-
-
-def remove(paths: Iterable[Path | str]) -> None:
-    """Delete files that may or may not exist."""
-    for p in paths:
-        Path(p).unlink(missing_ok=True)
 
 
 class _Bar:

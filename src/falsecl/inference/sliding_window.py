@@ -1,14 +1,14 @@
 """Sliding-window inference core: tensors in, blended logits out (no file formats here).
 
 One routine, :meth:`SlidingWindowPredictor.sweep`, places windows with the shared tiling grid
-(:func:`falsecl.datasets.tiling.window_starts`, last window flush with the border), runs them through the
+(:func:`falsecl.tiling.window_starts`, last window flush with the border), runs them through the
 model in batches, blends the overlapping logits with a Gaussian or flat weight and hands finished blocks to a
 consumer. It works in vertical panels (``panel_width`` columns, 4096 by default) and, within a panel, band by
 band: only the ``window`` rows in flight are held, so peak memory is bounded by ``window x panel_width`` and
 does not grow with the image (about 60 MB of logit sums for six classes and a 512 window).
 :meth:`SlidingWindowPredictor.predict_tensor` (whole images in memory), :mod:`falsecl.inference.raster`
-(``falsecl predict``) and :mod:`falsecl.inference.evaluation` (``falsecl evaluate``, the probe) are thin
-consumers of it.
+(``falsecl predict``: :func:`~falsecl.inference.raster.predict_raster`) and :mod:`falsecl.inference.evaluation`
+(``falsecl evaluate``, the probe) are thin consumers of it; this module reads and writes no file.
 
 With ``precision="bf16-mixed"`` only the model's forward pass runs under bf16 autocast; its logits are cast to
 fp32 before blending, so the blending arithmetic is the same in both precisions.
@@ -20,15 +20,14 @@ sigma = window / 8): predictions near a window's border see less context, so the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from falsecl.datasets.tiling import window_starts
 from falsecl.precision import resolve_precision
+from falsecl.tiling import window_starts
 from falsecl.transforms import normalize
 
 Blend = Literal["gaussian", "mean"]
@@ -73,8 +72,12 @@ def blend_weights(height: int, width: int, blend: Blend = "gaussian", sigma_scal
     return torch.outer(blend_profile(height, blend, sigma_scale), blend_profile(width, blend, sigma_scale))
 
 
-def _coverage(length: int, starts: list[int], profile: Tensor) -> Tensor:
-    """Sum over windows starting at ``starts`` of their 1-D ``profile``: ``(length,)``."""
+def window_coverage(length: int, starts: list[int], profile: Tensor) -> Tensor:
+    """Sum over windows starting at ``starts`` of their 1-D blending ``profile``: ``(length,)``.
+
+    With separable weights, the outer product of the row and column coverages is the sum of all windows'
+    weights over each pixel, the normaliser of the blended logits.
+    """
     total = torch.zeros(length, dtype=profile.dtype, device=profile.device)
     n = profile.shape[0]
     for s0 in starts:
@@ -264,8 +267,8 @@ class SlidingWindowPredictor:
         profile_w = blend_profile(w, self.blend).to(self.device)
         weight = torch.outer(profile_h, profile_w)
         # Separable weights: the sum of all windows' weights over a pixel is row term x column term.
-        row_norm = _coverage(height, rows, profile_h)
-        col_norm = _coverage(width, window_starts(width, self.window, self.stride), profile_w)
+        row_norm = window_coverage(height, rows, profile_h)
+        col_norm = window_coverage(width, window_starts(width, self.window, self.stride), profile_w)
         for a, b, cols in self._panels(width):
             c_lo, c_hi = cols[0], cols[-1] + w
             acc: Tensor | None = None  # (K, h, c_hi - c_lo) weighted logit sums of rows [r, r + h)
@@ -343,13 +346,6 @@ class SlidingWindowPredictor:
         if out is None:
             raise RuntimeError("no window was predicted")
         return out.softmax(dim=0) if probabilities else out
-
-    # ------------------------------------------------------------------ rasters
-    def predict_raster(self, src_path: str | Path, dst_path: str | Path, **kwargs: Any) -> dict[str, Any]:
-        """Class-map GeoTIFF of a raster of any size; see :func:`falsecl.inference.raster.predict_raster`."""
-        from falsecl.inference.raster import predict_raster
-
-        return predict_raster(self, src_path, dst_path, **kwargs)
 
     def probe_num_classes(self, bands: int) -> int:
         """Number of classes from one forward pass on a blank window (when not given)."""

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from falsecl.losses.false import _negative_mask, positive_index, select_official, select_per_anchor
+from falsecl.losses.false import negative_mask, positive_index, select_official, select_per_anchor
 from falsecl.losses.fp32 import fp32_similarities
 
 
@@ -68,7 +68,7 @@ def false_negative_diagnostics(
     z = F.normalize(torch.cat([z0, z1]), dim=1)
     sim = z @ z.T
     labels = torch.cat([majority, majority]).to(sim.device)
-    negatives = _negative_mask(2 * n, sim.device)
+    negatives = negative_mask(2 * n, sim.device)
     out: dict[str, float] = {}
     per_anchor, _ = select_per_anchor(sim, threshold, top_k)
     # Mutual pick: (i, j) is kept only if j, through its own gate, also accepted i (a candidate for a stricter

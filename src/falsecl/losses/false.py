@@ -119,7 +119,7 @@ def positive_index(num_rows: int, device: torch.device | None = None) -> Tensor:
     return (idx + num_rows // 2) % num_rows
 
 
-def _negative_mask(num_rows: int, device: torch.device) -> Tensor:
+def negative_mask(num_rows: int, device: torch.device) -> Tensor:
     """``(2N, 2N)`` bool mask of the negatives of each row (neither itself nor its positive)."""
     cols = torch.arange(num_rows, device=device)
     pos = positive_index(num_rows, device)
@@ -207,7 +207,7 @@ def select_official(sim: Tensor, temperature: float, threshold: float) -> tuple[
     diff = diff.masked_fill(~compared, OFFICIAL_FILLER)
     chosen = diff == diff.min()
     gate = torch.log(pos_s) * temperature >= threshold
-    accepted = chosen & gate[:, None] & _negative_mask(n2, sim.device)
+    accepted = chosen & gate[:, None] & negative_mask(n2, sim.device)
     return accepted, chosen
 
 

@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from falsecl.cli.common import Failure, run_reporting
 from falsecl.datamodules import SSLDataModule
 from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision, trainer_precision
 from falsecl.tasks.base import AtomicCheckpointIO, NonFiniteLossError, PretrainTask
@@ -88,18 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         0 on success (also after ``--help`` / ``--print_config``), 1 if the loss became NaN/inf, else the
         parser's exit code.
     """
-    try:
+    def work() -> None:
         with warnings.catch_warnings():
             # `falsecl pretrain ...` passes its own argv; Lightning warns when sys.argv is not empty too.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             cli = _build_cli(argv)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
-    except SystemExit as exit_:
+
+    try:
+        return run_reporting("falsecl pretrain", work, (Failure((NonFiniteLossError,), 1, prefix=""),))
+    except SystemExit as exit_:  # --help, --print_config, parser errors
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    except NonFiniteLossError as err:
-        print(f"falsecl pretrain: {err}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _build_cli(argv: list[str] | None) -> PretrainCLI:
@@ -115,7 +115,3 @@ def _build_cli(argv: list[str] | None) -> PretrainCLI:
         trainer_defaults={"default_root_dir": DEFAULT_ROOT, "max_epochs": 100, "log_every_n_steps": 1},
         parser_kwargs={"prog": "falsecl pretrain", "description": "Self-supervised pretraining (FALSE)."},
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

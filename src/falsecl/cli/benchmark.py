@@ -1,4 +1,4 @@
-"""``falsecl benchmark``: run the experiment matrix from a YAML config (see :func:`run_benchmark`).
+"""``falsecl benchmark``: run the experiment matrix from a YAML config (:func:`falsecl.benchmark.runner.run_benchmark`).
 
 ``--methods a,b``, ``--fractions 0.01,0.05`` and ``--seeds 0,1`` narrow the configured matrix (they become
 ``--select_methods`` / ``--select_fractions`` / ``--select_seeds``).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from falsecl.benchmark.runner import run_benchmark
+from falsecl.cli.common import BENCHMARK, run_function
 
 _NARROW = {"--methods": "--select_methods", "--fractions": "--select_fractions", "--seeds": "--select_seeds"}
 
@@ -40,12 +40,7 @@ def narrow_args(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``falsecl benchmark --config configs/benchmark/<name>.yaml``; returns the exit code."""
-    from jsonargparse import auto_cli
+    from falsecl.benchmark.runner import run_benchmark
 
     args = narrow_args(list(argv) if argv is not None else sys.argv[1:])
-    try:
-        auto_cli(run_benchmark, args=args, as_positional=False, prog="falsecl benchmark")
-    except (RuntimeError, ValueError, FileNotFoundError) as err:
-        print(f"falsecl benchmark: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run_function(run_benchmark, args, "falsecl benchmark", BENCHMARK)

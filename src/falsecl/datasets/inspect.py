@@ -1,50 +1,25 @@
-"""``falsecl data``: inspect a dataset before training on it.
+"""Inspect a dataset before training on it (``falsecl data check`` and ``falsecl data plot``).
 
-``falsecl data check <dataset> <root> [--split S]`` reads every file and prints the number of images and
-patches, image sizes, bands, and the per-class pixel histogram; it exits with status 1 and a message naming
-the file and the fix on bad data. ``falsecl data plot <dataset> <root> --out grid.png`` writes a grid of
-images with their masks in the class colours, to see that the colour -> class mapping is right.
+:func:`check` reads every file and reports the number of images and patches, image sizes, bands, and the
+per-class pixel histogram, raising :class:`~falsecl.datasets.errors.DatasetError` naming the file and the fix
+on bad data. :func:`plot` writes a grid of images with their masks in the class colours, to see that the
+colour -> class mapping is right.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from jsonargparse import ArgumentParser
 
-from falsecl.datasets import DATASETS, SegmentationDataset, UnlabeledImagery
-from falsecl.datasets.base import colourise, display_rgb
-from falsecl.datasets.errors import DatasetError
+from falsecl.datasets.base import SegmentationDataset
+from falsecl.datasets.display import colourise, display_rgb
 from falsecl.datasets.io import IGNORE_INDEX
-
-
-def _parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="falsecl data", description="Inspect a dataset: 'check' and 'plot'.")
-    subcommands = parser.add_subcommands(dest="command", required=True)
-    for name, help_ in (
-        ("check", "verify every file and print counts and the class histogram"),
-        ("plot", "write a PNG grid of images and masks"),
-    ):
-        sub = ArgumentParser(description=help_)
-        sub.add_argument("dataset", choices=sorted(DATASETS), help="dataset layout name")
-        sub.add_argument("root", help="dataset root folder (for 'unlabeled': a folder of images)")
-        sub.add_argument(
-            "--split", type=str | None, default=None, help="split (default: the dataset's first)"
-        )
-        sub.add_argument("--patch_size", "--patch-size", type=int, default=256, help="patch size")
-        sub.add_argument("--palette", type=str | None, default=None, help="palette file for 'folder'")
-        sub.add_argument("--bands", type=str | None, default=None, help="band set, e.g. rgb or rgbir")
-        if name == "plot":
-            sub.add_argument("--out", type=str, default="data_plot.png", help="output PNG")
-            sub.add_argument("--num", type=int, default=4, help="number of patches to show")
-            sub.add_argument("--seed", type=int, default=0, help="seed of the patch choice")
-        subcommands.add_subcommand(name, sub, help=help_)
-    return parser
+from falsecl.datasets.registry import DATASETS, segmentation_dataset
+from falsecl.datasets.unlabeled import UnlabeledImagery
 
 
 def build_dataset(
@@ -68,19 +43,9 @@ def build_dataset(
     Returns:
         The dataset.
     """
-    cls: Any = DATASETS[name]
-    if cls is UnlabeledImagery:
+    if DATASETS.get(name) is UnlabeledImagery:
         return UnlabeledImagery([root], patch_size or 256, bands=bands)
-    kwargs: dict[str, Any] = {"patch_size": patch_size}
-    if split is None:
-        split = cls.default_split(root)
-    kwargs["split"] = split
-    if bands is not None:
-        kwargs["bands"] = bands
-    if name == "folder":
-        kwargs["palette"] = palette
-    dataset: SegmentationDataset = cls(root, **kwargs)
-    return dataset
+    return segmentation_dataset(name, root, split, patch_size, bands=bands, palette=palette)
 
 
 def check(dataset: SegmentationDataset | UnlabeledImagery, out: Any = None) -> dict[str, Any]:
@@ -142,9 +107,7 @@ def check(dataset: SegmentationDataset | UnlabeledImagery, out: Any = None) -> d
     return summary
 
 
-def plot(
-    dataset: SegmentationDataset | UnlabeledImagery, out_path: str | Path, num: int = 4, seed: int = 0
-) -> Path:
+def plot(dataset: SegmentationDataset | UnlabeledImagery, out_path: str | Path, num: int = 4, seed: int = 0) -> Path:
     """Write a PNG grid: one row per random patch, image and (when labelled) mask in the class colours.
 
     Args:
@@ -190,28 +153,3 @@ def plot(
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``falsecl data``.
-
-    Args:
-        argv: Arguments after ``data``.
-
-    Returns:
-        0 on success, 1 on bad data (the message is printed to stderr).
-    """
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    cmd = args.command
-    sub = args[cmd]
-    try:
-        dataset = build_dataset(sub.dataset, sub.root, sub.split, sub.patch_size, sub.palette, sub.bands)
-        if cmd == "check":
-            check(dataset)
-        else:
-            path = plot(dataset, sub.out, sub.num, sub.seed)
-            print(f"wrote {path}")
-    except (DatasetError, FileNotFoundError, ValueError) as err:
-        print(f"falsecl data {cmd}: error: {err}", file=sys.stderr)
-        return 1
-    return 0

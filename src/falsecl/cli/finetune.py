@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from falsecl.cli.common import Failure, run_reporting
 from falsecl.model_card import ModelCardCallback
 from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision, trainer_precision
 from falsecl.tasks.base import AtomicCheckpointIO
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None, *, datamodule_class: type[LightningD
         from falsecl.datamodules import SegmentationDataModule
 
         datamodule_class = SegmentationDataModule
-    try:
+    def work() -> None:
         with warnings.catch_warnings():
             # The `falsecl` dispatcher passes argv explicitly while sys.argv also holds it; nothing is mixed up.
             warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
@@ -113,9 +114,8 @@ def main(argv: Sequence[str] | None = None, *, datamodule_class: type[LightningD
                 parser_kwargs={"prog": "falsecl finetune", "description": "Fine-tune DeepLabv3+ on few labels."},
             )
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config["ckpt_path"])
+
+    try:  # a bad backbone file, mismatched bands/classes: one line, exit code 2
+        return run_reporting("falsecl finetune", work, (Failure((ValueError, FileNotFoundError), 2),))
     except SystemExit as exit_:  # --help, --print_config, parser errors
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    except (ValueError, FileNotFoundError) as err:  # bad backbone file, mismatched bands/classes
-        print(f"falsecl finetune: error: {err}", file=sys.stderr)
-        return 2
-    return 0

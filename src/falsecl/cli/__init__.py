@@ -1,7 +1,10 @@
 """The ``falsecl`` command: a thin dispatcher to the sub-commands.
 
-Each sub-command lives next to the code it drives and exposes ``main(argv) -> int``; this module only
-routes to it, so importing it stays cheap (``falsecl --help`` does not import torch).
+Each command family has its module in this package (:mod:`~falsecl.cli.pretrain`, :mod:`~falsecl.cli.finetune`,
+:mod:`~falsecl.cli.inference` for evaluate and predict, :mod:`~falsecl.cli.export`, :mod:`~falsecl.cli.data`,
+:mod:`~falsecl.cli.benchmark`) exposing ``main(argv) -> int``; :mod:`falsecl.cli.common` holds the one
+``auto_cli`` wrapper and the one error -> exit-code mapping. This module only routes, importing the command's
+module when it runs, so ``falsecl --help`` stays cheap (no torch). Nothing outside this package imports it.
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ from collections.abc import Callable, Sequence
 
 #: sub-command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "pretrain": ("falsecl.tasks.pretrain_cli", "main", "self-supervised pretraining (SimCLR, MoCo v2, BYOL; FALSE)"),
-    "finetune": ("falsecl.tasks.finetune_cli", "main", "label-efficient DeepLabv3+ fine-tuning"),
-    "evaluate": ("falsecl.inference_cli", "evaluate_main", "sliding-window evaluation on whole held-out images"),
-    "predict": ("falsecl.inference_cli", "predict_main", "georeferenced class map for a GeoTIFF/JPEG/PNG of any size"),
-    "export": ("falsecl.export", "main", "fine-tuned model to ONNX, checked against ONNX Runtime"),
-    "data": ("falsecl.datasets.cli", "main", "inspect a dataset: 'data check' and 'data plot'"),
-    "benchmark": ("falsecl.benchmark.cli", "main", "methods x label fractions x seeds, with a report"),
+    "pretrain": ("falsecl.cli.pretrain", "main", "self-supervised pretraining (SimCLR, MoCo v2, BYOL; FALSE)"),
+    "finetune": ("falsecl.cli.finetune", "main", "label-efficient DeepLabv3+ fine-tuning"),
+    "evaluate": ("falsecl.cli.inference", "evaluate_main", "sliding-window evaluation on whole held-out images"),
+    "predict": ("falsecl.cli.inference", "predict_main", "georeferenced class map for a GeoTIFF/JPEG/PNG of any size"),
+    "export": ("falsecl.cli.export", "main", "fine-tuned model to ONNX, checked against ONNX Runtime"),
+    "data": ("falsecl.cli.data", "main", "inspect a dataset: 'data check' and 'data plot'"),
+    "benchmark": ("falsecl.cli.benchmark", "main", "methods x label fractions x seeds, with a report"),
 }
 
 
@@ -58,7 +61,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """Console-script entry point."""
     sys.exit(main())
-
-
-if __name__ == "__main__":
-    entry()
