@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test lint typecheck unit demo bench clean
+.PHONY: install test lint typecheck unit gis-tools demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
-unit: $(STAMP)
+# The GIS tests check the outputs with GDAL's own tools (gdalinfo, gdalbuildvrt): install them where missing
+# (Debian/Ubuntu as root, as CI runs), so they are never skipped.
+gis-tools:
+	@command -v gdalinfo >/dev/null && command -v gdalbuildvrt >/dev/null || { \
+	    echo "installing gdal-bin (gdalinfo, gdalbuildvrt) for the GIS tests"; \
+	    apt-get install -y -q gdal-bin || { apt-get update -q && apt-get install -y -q gdal-bin; } || { \
+	    echo "install GDAL's command-line tools (Debian: apt-get install gdal-bin; macOS: brew install gdal)"; \
+	    exit 1; }; }
+
+unit: $(STAMP) gis-tools
 	$(BIN)/pytest -q --durations=15
 
 test: lint typecheck unit

@@ -85,3 +85,20 @@ def test_bad_arguments_and_failed_check_leave_no_file(run: Path, tmp_path: Path,
 def test_run_folder(tmp_path: Path) -> None:
     assert run_folder(tmp_path / "ft" / "checkpoints" / "last.ckpt") == tmp_path / "ft"
     assert run_folder(tmp_path / "model.ckpt") is None
+
+
+def test_metadata_without_a_model_card_comes_from_the_checkpoint(tmp_path: Path) -> None:
+    # The checkpoint keeps the data under data_* names; a run without model.json must still say what it was.
+    task = SegmentationTask(
+        in_channels=4, num_classes=3, mean=MEAN, std=STD, class_names=NAMES, data_name="potsdam",
+        data_bands="rgbir", data_dtype="uint8", data_value_range=[[1.0, 250.0]] * 4,
+    )  # fmt: skip
+    ckpt = tmp_path / "bare" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    payload = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}
+    torch.save({**payload, "pytorch-lightning_version": lightning.__version__}, ckpt)
+    assert read_model_card(tmp_path / "bare") == {}
+    out = export(str(ckpt), str(tmp_path / "m.onnx"), opset=17, height=32, width=32, dynamic=False, check=False)
+    meta = read_onnx_metadata(out["output"])
+    assert meta["dataset"] == "potsdam" and meta["bands"] == "rgbir" and meta["model_card"] is None
+    assert meta["input_dtype"] == "uint8" and meta["input_value_range"] == [[1.0, 250.0]] * 4

@@ -177,12 +177,14 @@ def test_predict_raster_georeferenced_tiled_compressed(tmp_path: Path) -> None:
     assert summary["class_counts"] == np.bincount(labels.ravel(), minlength=3).tolist()
     with rasterio.open(tmp_path / "probs.tif") as prob:
         assert prob.count == 3 and prob.dtypes[0] == "uint8" and prob.crs == CRS_UTM
-        probs = prob.read().astype(np.float32) / 255
+        assert prob.scales == (0.01,) * 3 and prob.nodata == 255  # percent
+        probs = prob.read().astype(np.float32) * 0.01
     ref = normalised(torch.from_numpy(data).float()).softmax(0).numpy()
-    np.testing.assert_allclose(probs, ref, atol=1 / 255 + 1e-6)
+    np.testing.assert_allclose(probs, ref, atol=0.005 + 1e-6)
     preview = np.asarray(Image.open(tmp_path / "preview.png"))
     assert preview.ndim == 3 and preview.shape[1] > 2 * preview.shape[0]  # image | class map | legend
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "classes.qml",
         "classes.tif",
         "classes.tif.aux.xml",
         "preview.png",

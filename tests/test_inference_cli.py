@@ -156,7 +156,8 @@ def test_predict_main(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert predict_main([*base, "--input", str(src), "--output", str(tmp_path / "out.tif")]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert predict_main([*base, "--input", str(src), "--output", str(tmp_path / "nodir" / "x.tif")]) == 2
-    assert not (tmp_path / "x.tif").exists()
+    assert f"folder {tmp_path / 'nodir'} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nodir").exists()  # no folder made, nothing written into it
     assert predict_main(["--checkpoint", str(tmp_path / "none.ckpt"), "--input", str(src), "--output", "o.tif"]) == 2
     assert "not found" in capsys.readouterr().err
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")

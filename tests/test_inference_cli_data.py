@@ -1,8 +1,8 @@
 """evaluate/predict take their data and classes from the checkpoint; multi-file predict; precision."""
 
 import json
-import shutil
 import subprocess
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,9 +16,10 @@ from rasterio.transform import from_origin
 
 from falsecl.cli.inference import evaluate_main, predict_main
 from falsecl.inference import SlidingWindowPredictor
-from falsecl.inference.batch import expand_inputs
+from falsecl.inference.batch import collect_inputs
 from falsecl.tasks.segmentation import SegmentationTask
 from tests.data.fake_layouts import make_folder
+from tests.data.gis import gdal_tool
 
 MEAN, STD = [100.0, 100.0, 100.0], [50.0, 50.0, 50.0]
 NAMES = ["field", "road"]
@@ -153,7 +154,7 @@ def test_predict_many_inputs_one_model_bad_file_reported(
         assert "<Category>road</Category>" in (out / f"{stem}_classes.tif.aux.xml").read_text()
     assert not (out / "broken_classes.tif").exists()
     # several files and a glob; the same file twice counts once
-    assert expand_inputs([str(tiles / "t0.tif"), str(tiles / "t*.tif")]) == [tiles / "t0.tif", tiles / "t1.tif"]
+    assert collect_inputs([str(tiles / "t0.tif"), str(tiles / "t*.tif")]).files == [tiles / "t0.tif", tiles / "t1.tif"]
     out2 = tmp_path / "maps2"
     assert (
         predict_main([*base, "--input", str(tiles / "t0.tif"), str(tiles / "t1.tif"), "--output_dir", str(out2)]) == 0
@@ -163,17 +164,29 @@ def test_predict_many_inputs_one_model_bad_file_reported(
     assert "--output_dir" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(shutil.which("gdalbuildvrt") is None, reason="gdalbuildvrt (gdal-bin) not installed")
 def test_predict_a_vrt_mosaic(folder_run: tuple[Path, Path], tmp_path: Path) -> None:
     ckpt, _ = folder_run
     for i in range(2):
         write_tif(tmp_path / f"t{i}.tif", i)
     vrt = tmp_path / "mosaic.vrt"
-    subprocess.run(["gdalbuildvrt", "-q", str(vrt), str(tmp_path / "t0.tif"), str(tmp_path / "t1.tif")], check=True)
+    tiles = [str(tmp_path / "t0.tif"), str(tmp_path / "t1.tif")]
+    subprocess.run([gdal_tool("gdalbuildvrt"), "-q", str(vrt), *tiles], check=True)
     args = ["--checkpoint", str(ckpt), "--input", str(vrt), "--output", str(tmp_path / "m.tif"), "--device", "cpu"]
-    assert predict_main([*args, "--window", "32", "--progress", "false"]) == 0
+    with pytest.warns(UserWarning, match="declares no nodata: gaps between its sources"):
+        assert predict_main([*args, "--window", "32", "--progress", "false"]) == 0
     with rasterio.open(tmp_path / "m.tif") as ds:
         assert (ds.width, ds.height) == (80, 40)
+    # declared, the gaps are nodata: no warning, and a gap-only region is nodata in the map
+    write_tif(tmp_path / "far.tif", 4)  # leaves a gap between x = 80 and 160
+    subprocess.run([gdal_tool("gdalbuildvrt"), "-q", "-vrtnodata", "0", "-srcnodata", "0", "-overwrite", str(vrt),
+                    *tiles, str(tmp_path / "far.tif")], check=True)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert predict_main([*args, "--window", "32", "--progress", "false", "--overwrite", "true"]) == 0
+    assert not [w for w in caught if "declares no nodata" in str(w.message)]
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        labels = ds.read(1)
+    assert labels.shape == (40, 200) and (labels[:, 80:160] == 255).all() and (labels[:, :80] < 2).all()
 
 
 def test_bf16_autocasts_the_forward_only() -> None:
@@ -216,3 +229,56 @@ def test_output_stride_can_change_at_inference(tmp_path: Path) -> None:
     with torch.no_grad():
         assert os8(x).shape == os16(x).shape == (1, 2, 64, 64)
         assert not torch.allclose(os8(x), os16(x))
+
+
+def test_batch_predict_reports_what_matches_nothing_and_skips_its_own_outputs(
+    folder_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt, _ = folder_run
+    tiles, empty = tmp_path / "tiles", tmp_path / "empty"
+    tiles.mkdir()
+    empty.mkdir()
+    for i in range(2):
+        write_tif(tiles / f"t{i}.tif", i)
+    base = ["--checkpoint", str(ckpt), "--window", "32", "--device", "cpu", "--progress", "false"]
+    inputs = [str(tiles / "t0.tif"), str(tmp_path / "nomatch*.tif"), str(empty)]
+    code = predict_main([*base, "--input", *inputs, "--output_dir", str(tiles), "--probabilities", "true"])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert f"FAILED {tmp_path / 'nomatch*.tif'}: no file matches" in captured.err
+    assert f"FAILED {empty}: folder {empty} holds no raster" in captured.err and "2 of 3 inputs failed" in captured.err
+    assert (tiles / "t0_classes.tif").is_file() and (tiles / "t0_probabilities.tif").is_file()
+    # the folder now holds the outputs too: they are skipped, by their tags, and listed
+    assert predict_main([*base, "--input", str(tiles), "--output_dir", str(tiles), "--overwrite", "true"]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {tiles / 't0_classes.tif'}: a falsecl classes output" in err
+    assert f"skipped {tiles / 't0_probabilities.tif'}: a falsecl probabilities output" in err
+    assert sorted(p.name for p in tiles.glob("*.tif")) == [
+        "t0.tif", "t0_classes.tif", "t0_probabilities.tif", "t1.tif", "t1_classes.tif"
+    ]  # fmt: skip
+    # nothing at all to predict: exit 1, each item named
+    assert predict_main([*base, "--input", str(empty), "--output_dir", str(tmp_path / "o")]) == 1
+    assert "nothing to predict" in capsys.readouterr().err
+
+
+def test_evaluate_says_when_held_out_data_was_used(
+    folder_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import falsecl.inference.evaluation as evaluation
+
+    ckpt, _ = folder_run
+    load = evaluation.load_task
+
+    def load_flagged(*args: object, **kwargs: object) -> SegmentationTask:
+        task = load(*args, **kwargs)  # type: ignore[arg-type]
+        task.hparams["allow_held_out"] = True  # as fine-tuning with --allow_held_out records it
+        return task
+
+    args = ["--checkpoint", str(ckpt), "--split", "all", "--window", "32", "--device", "cpu", "--max_images", "1"]
+    assert evaluate_main([*args, "--output_dir", str(tmp_path / "plain")]) == 0
+    assert "held-out data" not in (tmp_path / "plain" / "metrics.md").read_text()
+    monkeypatch.setattr(evaluation, "load_task", load_flagged)
+    assert evaluate_main([*args, "--output_dir", str(tmp_path / "flagged")]) == 0
+    text = (tmp_path / "flagged" / "metrics.md").read_text()
+    assert "held-out data was used for training/selection (--allow_held_out)" in text
+    assert json.loads((tmp_path / "flagged" / "metrics.json").read_text())["settings"]["allow_held_out"] is True

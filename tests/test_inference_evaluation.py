@@ -54,3 +54,42 @@ def test_streamed_confusion_equals_whole_image_on_tensors() -> None:
     bad[10, 10] = 7
     with pytest.raises(ValueError, match="outside"):
         confusion_of_samples(predictor, [{"image": image, "mask": bad}], 4)
+
+
+def test_evaluation_fills_nodata_with_the_mean_and_does_not_score_it(tmp_path: Path) -> None:
+    import rasterio
+
+    from falsecl.datasets import SEGMENTATION_DATASETS
+    from tests.data.fake_layouts import class_map, colour_mask, write_png
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(1100, 300, size=(3, 48, 56)).clip(1, 4000).astype(np.uint16)
+    valid = np.ones((48, 56), dtype=bool)
+    valid[:, :10] = False
+    valid[20:30, 25:35] = False
+    mean, std = [1000.0, 1100.0, 1200.0], [300.0] * 3
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.Conv2d(8, 2, 5, padding=2))
+    predictor = SlidingWindowPredictor(net, window=32, overlap=0.25, mean=mean, std=std)
+    labels = class_map(48, 56, 2, 0)
+    results = {}
+    for nodata in (65535, 0):
+        root = tmp_path / f"nd{nodata}"
+        (root / "images").mkdir(parents=True)
+        stored = data.copy()
+        stored[:, ~valid] = nodata
+        with rasterio.open(
+            root / "images" / "a.tif", "w", driver="GTiff", height=48, width=56, count=3, dtype="uint16", nodata=nodata
+        ) as dst:  # fmt: skip
+            dst.write(stored)
+        write_png(root / "masks" / "a.png", colour_mask(labels, [(0, 255, 0), (128, 128, 128)]))
+        (root / "palette.yaml").write_text('field: "#00ff00"\nroad: [128, 128, 128]\n')
+        ds = SEGMENTATION_DATASETS["folder"](root, split="all", patch_size=None)
+        results[nodata] = confusion_of_samples(predictor, dataset_samples(ds), 2).numpy()
+    np.testing.assert_array_equal(results[65535], results[0])
+    assert results[0].sum() == valid.sum()  # nodata pixels are not scored
+    filled = data.astype(np.float32)
+    filled[:, ~valid] = np.array(mean, dtype=np.float32)[:, None]
+    pred = predictor.predict_tensor(torch.from_numpy(filled)).argmax(0).numpy()
+    reference = np.bincount(labels[valid] * 2 + pred[valid], minlength=4).reshape(2, 2)
+    np.testing.assert_array_equal(results[0], reference)

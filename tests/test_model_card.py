@@ -88,6 +88,11 @@ def test_finetune_run_writes_the_card(tmp_path: Path, monkeypatch: pytest.Monkey
     assert card["in_channels"] == 3 and len(card["normalisation"]["mean"]) == 3
     assert all(s > 0 for s in card["normalisation"]["std"])
     assert card["labels"]["label_fraction"] == 0.5
+    # the training pixels' data type and value range, in the card and the checkpoint (predict checks inputs on it)
+    assert card["input"]["dtype"] == "uint8" and len(card["input"]["value_range"]) == 3
+    assert all(0 <= lo <= hi <= 255 for lo, hi in card["input"]["value_range"])
+    hparams = torch.load(card["checkpoints"]["last"], weights_only=False)["hyper_parameters"]
+    assert hparams["data_dtype"] == "uint8" and hparams["data_value_range"] == card["input"]["value_range"]
     assert card["labels"]["subset_file"] and Path(card["labels"]["subset_file"]).is_file()
     pre = card["pretraining"]
     assert (pre["backbone"], pre["method"], pre["loss"], pre["images"]) == (str(backbone), "SimCLR", "false", 2)
@@ -95,3 +100,24 @@ def test_finetune_run_writes_the_card(tmp_path: Path, monkeypatch: pytest.Monkey
     # evaluate adds its metrics later without losing anything
     update_model_card(run, {"test": {"mIoU": 0.5}})
     assert read_model_card(run)["pretraining"] == pre and read_model_card(run)["test"] == {"mIoU": 0.5}
+
+
+def test_card_records_the_input_range_and_held_out_use() -> None:
+    from types import SimpleNamespace
+
+    from falsecl.model_card import HELD_OUT_NOTE, fit_fields, held_out_note
+
+    def card(**hparams: object) -> dict[str, object]:
+        trainer = SimpleNamespace(datamodule=None, default_root_dir="/nonexistent/run", max_steps=1, max_epochs=1)
+        task = SimpleNamespace(hparams={"mean": [1.0], "std": [1.0], **hparams})
+        return fit_fields(trainer, task)  # type: ignore[arg-type]
+
+    plain = card(data_dtype="uint16", data_value_range=[[100.0, 3000.0]])
+    assert plain["input"]["dtype"] == "uint16" and plain["input"]["value_range"] == [[100.0, 3000.0]]  # type: ignore[index]
+    assert plain["notes"] == [] and plain["dataset"]["allow_held_out"] is False  # type: ignore[index]
+    flagged = card(allow_held_out=True)
+    assert flagged["notes"] == [HELD_OUT_NOTE] and flagged["dataset"]["allow_held_out"] is True  # type: ignore[index]
+    assert HELD_OUT_NOTE == "held-out data was used for training/selection (--allow_held_out)"
+    for value, expected in [("true", True), (1, True), ("no", False), (None, False), ([1], False), (0, False)]:
+        assert (held_out_note({"allow_held_out": value}) is not None) is expected, value
+    assert held_out_note(None) is None and held_out_note({"data_allow_held_out": True}) == HELD_OUT_NOTE

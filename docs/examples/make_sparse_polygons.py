@@ -40,6 +40,7 @@ def placement(index: int) -> Affine:
 
 
 def write_scene(image: Path, path: Path, transform: Affine) -> tuple[int, int]:
+    """Write a Dubai JPEG as a georeferenced RGB GeoTIFF; returns its (height, width)."""
     rgb = np.asarray(Image.open(image).convert("RGB")).transpose(2, 0, 1)
     profile = dict(driver="GTiff", height=rgb.shape[1], width=rgb.shape[2], count=3, dtype="uint8",
                    crs=SCENE_CRS, transform=transform, tiled=True, blockxsize=256, blockysize=256,
@@ -51,10 +52,12 @@ def write_scene(image: Path, path: Path, transform: Affine) -> tuple[int, int]:
 
 
 def scene_name(image: Path) -> str:
+    """File name of the scene written for a Dubai image (``Tile5_image_part_003.tif``)."""
     return f"{image.parent.parent.name.replace(' ', '')}_{image.stem}.tif"
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
+    """Write the scenes and the sparse polygons; returns what was written (counts, labelled share)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="data/dubai_aerial")
     parser.add_argument("--out", default="runs/vector_example")

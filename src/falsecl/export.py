@@ -8,7 +8,8 @@ Usage::
 The graph maps a normalised image ``image`` ``(B, C, H, W)`` float32 to ``logits`` ``(B, K, H, W)``; with
 ``--dynamic true`` (the default) ``B``, ``H`` and ``W`` are free, ``H`` and ``W`` multiples of 16. Normalisation
 is left to the caller, ``(x - mean) / std`` per band on raw digital numbers, and the file says how: its
-``metadata_props`` hold ``class_names``, ``class_colours``, ``bands``, ``mean``, ``std`` (JSON values) and the
+``metadata_props`` hold ``class_names``, ``class_colours``, ``bands``, ``mean``, ``std``, ``input_dtype`` and
+``input_value_range`` (per-band 1st/99th percentile of the raw training pixels) as JSON values, and the
 run's model card, which in turn records the export. Before the file is moved into place, ONNX Runtime runs it on
 random inputs and its logits must equal PyTorch's within ``--tolerance``; the largest difference is printed.
 """
@@ -64,13 +65,18 @@ def model_metadata(hparams: Any, card: dict[str, Any]) -> dict[str, Any]:
                     return value
         return None
 
-    dataset = pick("dataset", "dataset_name")
+    # The checkpoint stores what the data was under data_* names; a model card under dataset.name and bands.
+    dataset = pick("data_name", "dataset", "dataset_name")
     if isinstance(dataset, dict):
         dataset = dataset.get("name")
+    found = card.get("input")
+    card_input: dict[str, Any] = found if isinstance(found, dict) else {}
     return {
         "class_names": pick("class_names"),
         "class_colours": pick("class_colours", "colours"),
-        "bands": pick("bands"),
+        "bands": pick("data_bands", "bands"),
+        "input_dtype": pick("data_dtype") or card_input.get("dtype"),
+        "input_value_range": pick("data_value_range") or card_input.get("value_range"),
         "in_channels": int(hparams["in_channels"]),
         "num_classes": int(hparams["num_classes"]),
         "mean": [float(v) for v in hparams["mean"]],

@@ -26,6 +26,33 @@ log = logging.getLogger(__name__)
 #: File name of the card inside a run folder.
 MODEL_CARD = "model.json"
 
+#: What the card and ``metrics.md`` say of a run fine-tuned with ``--allow_held_out``.
+HELD_OUT_NOTE = "held-out data was used for training/selection (--allow_held_out)"
+
+
+def _truthy(value: Any) -> bool:
+    """``True``, a non-zero number or a string such as ``"true"``/``"yes"``/``"1"``; anything else is false."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "1", "on")
+    if isinstance(value, bool | int | float):
+        return bool(value)
+    return False
+
+
+def held_out_note(hparams: Any) -> str | None:
+    """:data:`HELD_OUT_NOTE` when a checkpoint's hyper-parameters record a truthy ``allow_held_out``, else ``None``.
+
+    Read defensively: hyper-parameters without the flag (older checkpoints) or with an odd value give ``None``.
+
+    Args:
+        hparams: ``task.hparams`` or any mapping.
+    """
+    get = getattr(hparams, "get", None)
+    if get is None:
+        return None
+    flags = (get("allow_held_out"), get("data_allow_held_out"))
+    return HELD_OUT_NOTE if any(_truthy(v) for v in flags) else None
+
 
 def _json_ready(value: Any) -> Any:
     """Convert tensors, numpy values, paths and tuples into plain JSON types (NaN/inf become ``None``)."""
@@ -180,6 +207,7 @@ def fit_fields(trainer: Trainer, task: LightningModule) -> dict[str, Any]:
     if subset is None:
         found = sorted(run_dir.glob("label_subset*.txt"), key=lambda p: p.stat().st_mtime)
         subset = found[-1] if found else None
+    held_out = held_out_note(hp) or (HELD_OUT_NOTE if _truthy(getattr(dm, "allow_held_out", None)) else None)
     stats = _first(getattr(dm, "stats_file", None), getattr(dm, "stats_path", None))
     if stats is None and (run_dir / "band_stats.json").is_file():
         stats = run_dir / "band_stats.json"
@@ -201,7 +229,9 @@ def fit_fields(trainer: Trainer, task: LightningModule) -> dict[str, Any]:
             "train_split": getattr(dm, "train_split", None),
             "val_split": _first(getattr(dm, "val_split", None), hp.get("data_val_split")),
             "validation": _first(getattr(dm, "val_description", None), hp.get("data_val_description")),
+            "allow_held_out": held_out is not None,
         },
+        "notes": [held_out] if held_out else [],
         "class_names": _first(hp.get("class_names"), getattr(dm, "class_names", None)),
         "class_colours": _first(
             getattr(dm, "class_colours", None),
@@ -216,6 +246,12 @@ def fit_fields(trainer: Trainer, task: LightningModule) -> dict[str, Any]:
             "std": _first(hp.get("std"), getattr(dm, "std", None)),
             "formula": "(raw - mean) / std per band, on raw digital numbers",
             "statistics_file": _absolute(stats),
+        },
+        "input": {
+            "dtype": _first(hp.get("data_dtype"), getattr(dm, "input_dtype", None)),
+            "value_range": _first(hp.get("data_value_range"), getattr(dm, "input_range", None)),
+            "value_range_is": "per band [1st, 99th] percentile of the raw training pixels; predict refuses inputs "
+            "of another data type or far outside it",
         },
         "labels": {
             "label_fraction": _first(getattr(dm, "label_fraction", None), hp.get("data_label_fraction")),

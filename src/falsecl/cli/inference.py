@@ -53,6 +53,11 @@ def show_failed(src: Path, err: Exception) -> None:
     print(f"FAILED {src}: {err}", file=sys.stderr, flush=True)
 
 
+def show_skipped(path: Path, kind: str) -> None:
+    """One line per earlier output of predict left out of a folder or glob."""
+    print(f"skipped {path}: a falsecl {kind} output (name it explicitly to predict on it)", file=sys.stderr, flush=True)
+
+
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """Run ``falsecl evaluate`` (see :func:`~falsecl.inference.evaluation.evaluate_checkpoint`)."""
     return run_function(evaluate_checkpoint, argv, "falsecl evaluate", show=show_evaluation)
@@ -65,5 +70,5 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         0, 1 when some inputs failed, 2 on a usage error.
     """
     args = join_list_option(list(sys.argv[1:] if argv is None else argv), "--input")
-    fixed = {"on_written": show_written, "on_failed": show_failed}
+    fixed = {"on_written": show_written, "on_failed": show_failed, "on_skipped": show_skipped}
     return run_function(predict_files, args, "falsecl predict", PREDICT_FAILURES, fixed=fixed)

@@ -22,7 +22,7 @@ from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
 from falsecl.datasets.heldout import split_problems
 from falsecl.datasets.io import IGNORE_INDEX
 from falsecl.datasets.mask_check import check_masks
-from falsecl.datasets.stats import cached_band_stats
+from falsecl.datasets.stats import cached_band_stats, value_range
 from falsecl.datasets.subsets import (
     files_digest,
     fingerprint_mismatch,
@@ -190,6 +190,8 @@ class SegmentationDataModule(LightningDataModule):
             train, stats_file, self.stats_patches, self.seed, bands=self.in_channels, fingerprint=source
         )
         self.mean, self.std = list(stats.mean), list(stats.std)
+        # Recorded in the checkpoint so predict can refuse another data type or value range (issue 17).
+        self.input_dtype, self.input_range = value_range(train, seed=self.seed)
         self.val_set = self.make_dataset(self.val_split, self.patch_size)
         # Every mask the run reads, decoded now: a bad colour stops the run before training, not in a worker.
         cache = run_dir / "mask_check.json" if run_dir is not None else None

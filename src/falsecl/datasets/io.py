@@ -1,8 +1,12 @@
-"""Readers for image and mask files: headers without decoding, windowed reads, colour/index mask decoding.
+"""Readers for image and mask files: headers without decoding, windowed reads, validity.
 
 GeoTIFFs (``.tif``/``.tiff``) are read with rasterio *windows*, so a 6000 x 6000 ortho tile is never loaded
 whole. JPEG/PNG are small in practice and decoded whole by Pillow; decoded images stay in a per-process LRU
 cache bounded in bytes, so the patches of one image do not decode it again.
+
+Band roles and validity come from :mod:`falsecl.datasets.validity`: an alpha band is never an image band;
+:func:`read_valid` reads a window's validity (GDAL's dataset mask, or Pillow's alpha channel). Colour and index
+masks are decoded by :mod:`falsecl.datasets.label_masks` (re-exported here, where callers have always found them).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,24 @@ from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
 from falsecl.datasets.errors import DatasetError, DatasetNotFoundError
+from falsecl.datasets.label_masks import colours_to_index, index_lookup, pack_rgb, remap_index
+from falsecl.datasets.validity import band_roles, may_have_invalid, valid_pixels
+
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGE_SUFFIXES",
+    "ImageInfo",
+    "close_handles",
+    "colours_to_index",
+    "has_invalid_pixels",
+    "index_lookup",
+    "is_tiff",
+    "pack_rgb",
+    "read_info",
+    "read_valid",
+    "read_window",
+    "remap_index",
+]
 
 IGNORE_INDEX = 255
 TIFF_SUFFIXES = (".tif", ".tiff", ".vrt")  # read with rasterio (windowed); VRT mosaics too
@@ -139,6 +161,8 @@ def _pil_decode(path: Path, mode: str | None) -> NDArray[Any]:
             img: Image.Image = opened
             if mode == "index":
                 pass  # index masks: keep palette ("P") indices and 16-bit values as stored
+            elif mode == "A":
+                img = img.getchannel("A")  # validity of an image with transparency
             elif mode is not None and img.mode != mode:
                 img = img.convert(mode)
             elif img.mode == "P":
@@ -194,7 +218,8 @@ def read_info(path: Path) -> ImageInfo:
     if is_tiff(path):
         src = _rasterio_open(path)
         crs = src.crs.to_string() if src.crs is not None else None
-        return ImageInfo(int(src.height), int(src.width), int(src.count), str(src.dtypes[0]), crs)
+        bands = band_roles(src).image  # an alpha band is validity, not imagery
+        return ImageInfo(int(src.height), int(src.width), len(bands), str(src.dtypes[bands[0] - 1]), crs)
     try:
         with Image.open(path) as img:
             width, height = img.size
@@ -233,7 +258,7 @@ def read_window(
         col: Left column of the window.
         height: Window height; ``None`` means to the bottom border.
         width: Window width; ``None`` means to the right border.
-        bands: 0-based band indices to keep; ``None`` keeps all.
+        bands: 0-based indices of the image bands to keep (alpha bands are not counted); ``None`` keeps all.
         fill: Value for the pixels outside the image (0 for images, 255 = ignore for masks).
         mode: Pillow mode to convert JPEG/PNG to (e.g. ``"RGB"`` for colour masks; ``"index"`` keeps the
             stored values, palette indices included, for index masks); ignored for TIFF.
@@ -253,7 +278,8 @@ def read_window(
         h = src.height - row if height is None else height
         w = src.width - col if width is None else width
         rh, rw = max(0, min(h, src.height - row)), max(0, min(w, src.width - col))
-        indexes = [b + 1 for b in bands] if bands is not None else list(range(1, src.count + 1))
+        image_bands = band_roles(src).image
+        indexes = [image_bands[b] for b in bands] if bands is not None else image_bands
         try:
             data = src.read(indexes, window=Window(col, row, rw, rh))
         except RasterioIOError as err:
@@ -269,101 +295,44 @@ def read_window(
     return _pad(np.ascontiguousarray(window), h, w, fill)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# masks
-def pack_rgb(rgb: NDArray[Any]) -> NDArray[np.int32]:
-    """Pack an RGB array (3, H, W) into one int32 code per pixel: ``r << 16 | g << 8 | b``."""
-    r, g, b = (rgb[i].astype(np.int32) for i in range(3))
-    return np.asarray((r << 16) | (g << 8) | b, dtype=np.int32)
+def has_invalid_pixels(path: Path) -> bool:
+    """Whether an image file declares invalid pixels: GDAL nodata/mask/alpha (TIFF), an alpha channel (Pillow)."""
+    path = Path(path)
+    if is_tiff(path):
+        return may_have_invalid(_rasterio_open(path))
+    return read_info(path).mode in ("RGBA", "LA")
 
 
-def colours_to_index(
-    rgb: NDArray[Any], palette: Mapping[tuple[int, int, int], int], path: Path | str
-) -> NDArray[np.int64]:
-    """Convert an RGB colour mask to class indices with a vectorised lookup.
-
-    Colours are packed into one int32 per pixel and looked up in the sorted palette codes (``searchsorted``),
-    so the cost is O(H W log K) with no Python loop over pixels.
+def read_valid(path: Path, row: int = 0, col: int = 0, height: int | None = None, width: int | None = None) -> NDArray[
+    np.bool_
+]:
+    """Validity of a window of an image file, ``True`` = the pixel holds data; ``False`` outside the image.
 
     Args:
-        rgb: Colour mask (3, H, W) (or more bands; the first three are used). Read it unpadded: padding
-            colours could collide with real class colours (ISPRS impervious is white).
-        palette: Colour -> class index (``255`` for ignore colours).
-        path: The mask file, named in the error message.
+        path: Image file (GeoTIFF: GDAL's dataset mask; JPEG/PNG: the alpha channel, if any).
+        row: Top row of the window.
+        col: Left column of the window.
+        height: Window height; ``None`` means to the bottom border.
+        width: Window width; ``None`` means to the right border.
 
     Returns:
-        Class indices (H, W), int64.
-
-    Raises:
-        DatasetError: A colour not in the palette; the message lists each colour with its pixel count.
+        ``(height, width)`` booleans.
     """
-    if rgb.shape[0] < 3:
-        raise DatasetError(
-            f"mask {path} has {rgb.shape[0]} band(s) but this dataset expects RGB colour masks; "
-            "convert index masks with the matching dataset (e.g. 'isprs_mmseg', 'folder' with an index "
-            "palette)."
-        )
-    codes = pack_rgb(rgb[:3])
-    colours = list(palette)
-    keys = pack_rgb(np.array(colours, dtype=np.int32).T.reshape(3, len(colours), 1))[:, 0]
-    values = np.array([palette[c] for c in colours], dtype=np.int64)
-    order = np.argsort(keys)
-    keys_ext, values_ext = keys[order], values[order]
-    pos = np.clip(np.searchsorted(keys_ext, codes), 0, len(keys_ext) - 1)
-    known = keys_ext[pos] == codes
-    if not known.all():
-        bad, counts = np.unique(codes[~known], return_counts=True)
-        worst = np.argsort(-counts)[:10]
-        listed = ", ".join(
-            f"({(int(bad[i]) >> 16) & 255},{(int(bad[i]) >> 8) & 255},{int(bad[i]) & 255}) x "
-            f"{int(counts[i])} px"
-            for i in worst
-        )
-        more = f" and {len(bad) - len(worst)} more" if len(bad) > len(worst) else ""
-        raise DatasetError(
-            f"mask {path} has {len(bad)} colour(s) not in the palette: {listed}{more}. Fix: add these "
-            "colours to "
-            "the palette (map unwanted ones to 'ignore'), or re-export the mask without anti-aliasing/JPEG."
-        )
-    out: NDArray[np.int64] = values_ext[pos]
-    return out
+    path = Path(path)
+    if is_tiff(path):
+        from rasterio.windows import Window
 
-
-def index_lookup(mapping: Mapping[int, int]) -> NDArray[np.int64]:
-    """A 256-entry lookup table for index masks; entries not in ``mapping`` are ``-1`` (invalid)."""
-    lut = np.full(256, -1, dtype=np.int64)
-    for raw, cls in mapping.items():
-        lut[raw] = cls
-    return lut
-
-
-def remap_index(mask: NDArray[Any], lut: NDArray[np.int64], path: Path | str) -> NDArray[np.int64]:
-    """Map raw index-mask values through ``lut`` (from :func:`index_lookup`).
-
-    Args:
-        mask: Raw index mask (1, H, W) or (H, W) of integer values 0..255.
-        lut: 256-entry table, -1 for values that must not occur.
-        path: The mask file, named in the error message.
-
-    Returns:
-        Class indices (H, W), int64.
-
-    Raises:
-        DatasetError: A value outside 0..255 or not in the table.
-    """
-    mask = mask[0] if mask.ndim == 3 else mask
-    if mask.size and (int(mask.min()) < 0 or int(mask.max()) > 255):
-        raise DatasetError(
-            f"mask {path} has values outside 0..255 ({mask.min()}..{mask.max()}); expected an 8-bit "
-            "index mask."
-        )
-    out = lut[mask.astype(np.int64)]
-    if (out < 0).any():
-        bad, counts = np.unique(mask[out < 0], return_counts=True)
-        listed = ", ".join(f"{int(v)} x {int(n)} px" for v, n in zip(bad[:10], counts[:10], strict=False))
-        raise DatasetError(
-            f"mask {path} has value(s) not in the class table: {listed}. Fix: check that this is the right "
-            "dataset "
-            "layout (index masks vs. colour masks) or map the values in the palette."
-        )
-    return out
+        src = _rasterio_open(path)
+        h = src.height - row if height is None else height
+        w = src.width - col if width is None else width
+        rh, rw = max(0, min(h, src.height - row)), max(0, min(w, src.width - col))
+        valid = valid_pixels(src, Window(col, row, rw, rh)) if may_have_invalid(src) else np.ones((rh, rw), bool)
+        return _pad(valid, h, w, False)
+    info = read_info(path)
+    h = info.height - row if height is None else height
+    w = info.width - col if width is None else width
+    if info.mode in ("RGBA", "LA"):
+        alpha = _pil_decode(path, "A")[row : row + h, col : col + w] > 0
+    else:
+        alpha = np.ones((max(0, min(h, info.height - row)), max(0, min(w, info.width - col))), dtype=bool)
+    return _pad(np.ascontiguousarray(alpha), h, w, False)

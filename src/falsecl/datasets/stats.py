@@ -105,6 +105,41 @@ def compute_band_stats(dataset: PatchSource, max_patches: int = 256, seed: int =
     return BandStats([float(v) for v in mean], std, [float(v) for v in peak], int(len(chosen)))
 
 
+def value_range(
+    dataset: PatchSource, max_patches: int = 32, seed: int = 0, pixels_per_patch: int = 4096
+) -> tuple[str, list[list[float]]]:
+    """Data type and per-band 1st/99th percentiles of the raw training pixels (a seeded sample).
+
+    Recorded with a fine-tuned model so ``predict`` can refuse inputs of another data type or value range
+    (a 16-bit scene on an 8-bit model); the statistics above (mean/std) cannot tell them apart.
+
+    Args:
+        dataset: The training dataset (raw, unnormalised).
+        max_patches: Patches read.
+        seed: Sampling seed.
+        pixels_per_patch: Pixels kept per patch (evenly spaced), so memory stays small.
+
+    Returns:
+        ``(dtype, [[p1, p99] per band])``.
+
+    Raises:
+        DatasetError: Empty dataset.
+    """
+    n = len(dataset)
+    if n == 0:
+        raise DatasetError("cannot compute the value range of an empty dataset")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(n, size=min(n, max_patches), replace=False))
+    dtype, samples = "", []
+    for i in chosen:
+        x = dataset.read_image(int(i))
+        dtype = dtype or str(x.dtype)
+        flat = x.reshape(x.shape[0], -1)
+        samples.append(flat[:, :: max(1, flat.shape[1] // pixels_per_patch)].astype(np.float64))
+    low, high = np.percentile(np.concatenate(samples, axis=1), [1.0, 99.0], axis=1)
+    return dtype, [[float(lo), float(hi)] for lo, hi in zip(low, high, strict=True)]
+
+
 def save_band_stats(stats: BandStats, path: str | Path, fingerprint: Mapping[str, Any] | None = None) -> None:
     """Write ``stats`` as JSON (creating parent folders), with the fingerprint of their source if given."""
     path = Path(path)

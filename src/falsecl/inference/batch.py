@@ -1,8 +1,11 @@
 """Class maps for many rasters with one loaded model (``falsecl predict``'s work).
 
 Inputs are files, folders (their rasters), globs and VRT mosaics; outputs are named by ``--output`` for one
-input or derived from each input's name inside ``--output_dir``. A file that fails is reported and the others
-are still written; :class:`InputsFailed` then says which failed.
+input or derived from each input's name inside ``--output_dir``. A batch is judged file by file: a file that
+fails, a folder that holds no raster and a glob that matches nothing are each reported and the other inputs are
+still written; :class:`InputsFailed` then says which failed. The product's own earlier outputs found in a folder
+or by a glob (they carry the ``FALSECL_OUTPUT`` tag, whatever their names) are skipped and listed, never taken for
+imagery; a file named explicitly is used as given.
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ from __future__ import annotations
 import glob
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from falsecl.inference.checkpoint import classes_of, load_task, make_predictor
+from falsecl.inference.geotiff import product_output_kind
+from falsecl.inference.input_check import training_range
 from falsecl.inference.raster import predict_raster
 from falsecl.inference.sliding_window import Blend
 from falsecl.inference.vector import polygonize_class_map
@@ -26,29 +32,62 @@ class InputsFailed(RuntimeError):
     """Some inputs of a multi-file ``predict`` failed (the others were written); exit code 1."""
 
 
-def expand_inputs(inputs: str | Sequence[str]) -> list[Path]:
-    """Files named by ``--input``: files, folders (their rasters, sorted), globs and VRT mosaics.
+@dataclass
+class InputFiles:
+    """What ``--input`` names.
 
-    Raises:
-        FileNotFoundError: A folder or glob that matches no raster.
+    Attributes:
+        files: Rasters to predict, in order, each once.
+        unmatched: ``(item, message)`` per folder or glob that matched no raster (reported as failed inputs).
+        skipped: ``(file, kind)`` per product output (``kind`` = ``classes``, ``confidence`` ...) found in a
+            folder or by a glob and left out.
+    """
+
+    files: list[Path] = field(default_factory=list)
+    unmatched: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def collect_inputs(inputs: str | Sequence[str]) -> InputFiles:
+    """Expand ``--input`` items: files as given, folders (their rasters, sorted), globs (sorted), VRT mosaics.
+
+    Args:
+        inputs: One item or several (``--input a.tif tiles/ 'more/*.tif'``).
+
+    Returns:
+        The files to predict, the items that matched nothing and the product outputs left out.
     """
     items = [inputs] if isinstance(inputs, str) else list(inputs)
-    files: list[Path] = []
+    out = InputFiles()
     for item in items:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(f"folder {path} holds no raster ({', '.join(RASTER_SUFFIXES)})")
-            files += found
+            nothing = f"folder {path} holds no raster ({', '.join(RASTER_SUFFIXES)})"
         elif glob.has_magic(item):
             found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
-            if not found:
-                raise FileNotFoundError(f"no file matches {item!r}")
-            files += found
+            nothing = f"no file matches {item!r}"
         else:
-            files.append(path)  # a missing file is reported with the others
-    return list(dict.fromkeys(files))
+            out.files.append(path)  # a missing file is reported when it is predicted on
+            continue
+        kept = []
+        for candidate in found:
+            kind = product_output_kind(candidate)
+            if kind is None:
+                kept.append(candidate)
+            else:
+                out.skipped.append((candidate, kind))
+        if not kept:
+            skipped = len(found) - len(kept)
+            out.unmatched.append((item, f"only falsecl outputs ({skipped} skipped)" if skipped else nothing))
+        out.files += kept
+    out.files = list(dict.fromkeys(out.files))
+    return out
+
+
+def expand_inputs(inputs: str | Sequence[str]) -> list[Path]:
+    """The files :func:`collect_inputs` finds (items that match nothing and product outputs left out)."""
+    return collect_inputs(inputs).files
 
 
 def outputs_for(
@@ -124,14 +163,20 @@ def predict_files(
     vector: bool | str | None = None,
     min_area: float = 0.0,
     simplify: float = 0.0,
+    input_scale: float | None = None,
+    allow_range_mismatch: bool = False,
     on_written: Callable[[Path, dict[str, Any], float], None] | None = None,
     on_failed: Callable[[Path, Exception], None] | None = None,
+    on_skipped: Callable[[Path, str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Write georeferenced class maps (uint8 GeoTIFF, same CRS/transform) for rasters of any size.
 
     The model is loaded once. Class names and colours come from the checkpoint and go into the map's colour
-    table and category names (``<map>.tif.aux.xml``); input nodata stays nodata (255). With several inputs,
-    a file that fails is reported by name and the others are still written; the exit code is then 1.
+    table, category names (``<map>.tif.aux.xml``) and QGIS style (``<map>.qml``); input nodata (nodata value,
+    masks, alpha) stays nodata (255). An input whose data type or value range differs from the training data's
+    (recorded in the checkpoint) is refused unless ``input_scale`` or ``allow_range_mismatch`` says otherwise. With
+    several inputs, a file that fails, a folder holding no raster or a glob matching nothing is reported by name
+    and the others are still written; the exit code is then 1.
 
     Args:
         checkpoint: Fine-tuning checkpoint, or the run folder ``runs/<name>`` (its best checkpoint).
@@ -141,7 +186,7 @@ def predict_files(
         output_dir: Folder for several inputs: ``<stem>_classes.tif`` (and ``_confidence.tif``,
             ``_probabilities.tif``, ``_preview.png`` when asked with ``true``).
         probabilities: K-band probability GeoTIFF (a path with ``--output``, ``true`` with ``--output_dir``).
-        probability_dtype: ``uint8`` (255 = probability 1) or ``float32``.
+        probability_dtype: ``uint8`` (percent 0-100, nodata 255) or ``float32`` (nodata NaN).
         confidence: Maximum softmax probability as uint8 percent 0-100 (a path, or ``true`` with ``--output_dir``).
         preview: PNG with the image, the class map and the legend (a path, or ``true`` with ``--output_dir``).
         preview_max_size: Longest side of the preview panels.
@@ -162,8 +207,14 @@ def predict_files(
         min_area: With ``vector``: regions below this area (square metres; pixels when the CRS is not
             projected) take their largest neighbour's class before polygonising.
         simplify: With ``vector``: simplification tolerance in map units (0: exact pixel outlines).
+        input_scale: Multiply the inputs' values by this before normalising, e.g. ``0.0039`` (1/257) for 16-bit
+            scenes on a model trained on 8-bit data.
+        allow_range_mismatch: Predict on an input of another data type or value range than the training data's
+            anyway (with a warning).
         on_written: Called with each input, its summary and the seconds it took, once its outputs are written.
-        on_failed: Called with each input that failed (several inputs, or ``--output_dir``) and the error.
+        on_failed: Called with each input that failed (several inputs, or ``--output_dir``) and the error; a
+            folder or glob that matched nothing comes as a path with a ``FileNotFoundError``.
+        on_skipped: Called with each earlier product output left out of a folder or glob, and its kind.
 
     Returns:
         One summary per written input (size, pixels per class, seconds, outputs): the output of
@@ -172,14 +223,28 @@ def predict_files(
     Raises:
         InputsFailed: Some inputs failed (after all the others were processed).
     """
-    files = expand_inputs(input)
+    found = collect_inputs(input)
+    for path, kind in found.skipped:
+        if on_skipped is not None:
+            on_skipped(path, kind)
+    unmatched = [(Path(item), FileNotFoundError(message)) for item, message in found.unmatched]
+    if not found.files:
+        for path, err in unmatched:
+            if on_failed is not None:
+                on_failed(path, err)
+        raise InputsFailed(f"nothing to predict: {'; '.join(str(err) for _, err in unmatched)}")
     extras = {"probabilities": probabilities, "confidence": confidence, "preview": preview, "vector": vector}
-    plans = plan_outputs(files, output, output_dir, extras)
+    plans = plan_outputs(found.files, output, output_dir, extras)
     task = load_task(checkpoint, device, output_stride)
     names, colours = classes_of(task)
     predictor = make_predictor(task, window, overlap, blend, tta, batch_size, precision)
+    expected = training_range(task.hp, str(checkpoint))
     summaries: list[dict[str, Any]] = []
     failed: list[Path] = []
+    for path, err in unmatched:  # reported like a bad file; the other inputs are still predicted
+        failed.append(path)
+        if on_failed is not None:
+            on_failed(path, err)
     for src, outs in plans:
         start = time.perf_counter()
         # Polygons carry the mean confidence: compute it even when no confidence raster is asked for.
@@ -200,6 +265,9 @@ def predict_files(
                 preview_max_size=preview_max_size,
                 overwrite=overwrite,
                 progress=progress,
+                input_scale=input_scale,
+                expected_range=expected,
+                allow_range_mismatch=allow_range_mismatch,
             )
             if outs["vector"] is not None:
                 polygons = polygonize_class_map(
@@ -215,7 +283,7 @@ def predict_files(
                 if scratch is not None:
                     summary["outputs"].pop("confidence", None)
         except Exception as err:  # a bad file must not stop the others
-            if len(plans) == 1 and output_dir is None:
+            if len(plans) == 1 and output_dir is None and not unmatched:
                 raise
             failed.append(src)
             if on_failed is not None:
@@ -230,5 +298,6 @@ def predict_files(
             on_written(src, summary, seconds)
         summaries.append(summary)
     if failed:
-        raise InputsFailed(f"{len(failed)} of {len(plans)} inputs failed: {', '.join(map(str, failed))}")
+        total = len(plans) + len(unmatched)
+        raise InputsFailed(f"{len(failed)} of {total} inputs failed: {', '.join(map(str, failed))}")
     return summaries

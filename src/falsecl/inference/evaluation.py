@@ -8,6 +8,10 @@ No whole-image logits are ever held: each finished block of blended logits
 block of the mask, read on demand. Peak memory is that of the sliding window (a band of ``window`` rows of one
 panel), plus whatever the dataset's reader caches (rasterio blocks; JPEG/PNG are decoded whole, as uint8).
 The class map is ``argmax(sums / norm)``, exactly what whole-image prediction followed by ``argmax`` gives.
+
+Images that declare invalid pixels (GeoTIFF nodata, internal or external masks, alpha; PNG transparency) are read
+with their validity: invalid pixels are filled with the band mean before normalising, as ``predict`` does, and
+are not scored (like ``ignore_index``), so the metrics never count a prediction made on no data.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from torch import Tensor
 
 from falsecl.datasets import segmentation_dataset
 from falsecl.datasets.base import SegmentationDataset
+from falsecl.datasets.io import has_invalid_pixels, read_valid
+from falsecl.datasets.validity import fill_invalid
 from falsecl.inference.checkpoint import (
     check_same_classes,
     describe_checkpoint,
@@ -36,6 +42,7 @@ from falsecl.inference.checkpoint import (
 from falsecl.inference.report import report_header, update_card_metrics, write_reports
 from falsecl.inference.sliding_window import Blend, SlidingWindowPredictor, argmax_classes
 from falsecl.metrics import IGNORE_INDEX, format_metrics_table, metrics_from_confusion
+from falsecl.model_card import held_out_note
 from falsecl.tiling import Patch
 
 #: ``(r0, r1, c0, c1) -> array``: rows ``[r0, r1)`` and columns ``[c0, c1)`` of an image or a mask.
@@ -53,6 +60,7 @@ class EvalSample:
         bands: Bands of the image.
         read_image: Raw pixels ``(C, r1 - r0, c1 - c0)``.
         read_mask: Class indices ``(r1 - r0, c1 - c0)`` (``ignore_index`` for unlabelled pixels).
+        read_valid: Validity ``(r1 - r0, c1 - c0)`` (bool, ``True`` = data), or ``None`` when every pixel holds data.
     """
 
     name: str
@@ -61,6 +69,7 @@ class EvalSample:
     bands: int
     read_image: RegionReader
     read_mask: RegionReader
+    read_valid: RegionReader | None = None
 
 
 def tensor_sample(image: Tensor, mask: Tensor, name: str = "image") -> EvalSample:
@@ -103,8 +112,14 @@ def dataset_samples(dataset: Any, count: int | None = None) -> list[EvalSample]:
             return torch.from_numpy(dataset.read_patch_mask(Patch(i, tile, r0, c0, r1 - r0, c1 - c0)))
 
         bands = len(dataset.band_indices) if dataset.band_indices is not None else int(info.bands)
-        name = str(dataset.files[i].image)
-        samples.append(EvalSample(name, int(info.height), int(info.width), bands, image, mask))
+        path = dataset.files[i].image
+        valid = None
+        if has_invalid_pixels(path):
+
+            def valid(r0: int, r1: int, c0: int, c1: int, path: Any = path) -> Tensor:
+                return torch.from_numpy(read_valid(path, r0, c0, r1 - r0, c1 - c0))
+
+        samples.append(EvalSample(str(path), int(info.height), int(info.width), bands, image, mask, valid))
     return samples
 
 
@@ -124,17 +139,26 @@ def confusion_of_sample(
     """
     predictor.check_bands(sample.bands, sample.name)
     cm = torch.zeros(num_classes * num_classes, dtype=torch.int64)
+    read_image, read_valid = sample.read_image, sample.read_valid
+    if read_valid is not None:
+        fill = predictor.mean if predictor.mean is not None else [0.0] * sample.bands  # 0 = mean once normalised
+
+        def read_image(r0: int, r1: int, c0: int, c1: int) -> Tensor:
+            pixels = sample.read_image(r0, r1, c0, c1).float().numpy().copy()
+            return torch.from_numpy(fill_invalid(pixels, read_valid(r0, r1, c0, c1).numpy(), fill))
 
     def emit(r0: int, c0: int, sums: Tensor, norm: Tensor) -> None:
         n, m = sums.shape[1:]
         pred = argmax_classes(sums / norm).cpu().long().ravel()
         target = sample.read_mask(r0, r0 + n, c0, c0 + m).long().ravel()
         keep = target != ignore_index
+        if read_valid is not None:
+            keep &= read_valid(r0, r0 + n, c0, c0 + m).ravel()
         if bool(((target[keep] < 0) | (target[keep] >= num_classes)).any()):
             raise ValueError(f"{sample.name}: mask values outside 0..{num_classes - 1} (and {ignore_index})")
         cm.add_(torch.bincount(target[keep] * num_classes + pred[keep], minlength=num_classes * num_classes))
 
-    predictor.sweep(sample.height, sample.width, sample.read_image, emit)
+    predictor.sweep(sample.height, sample.width, read_image, emit)
     return cm.view(num_classes, num_classes)
 
 
@@ -323,6 +347,7 @@ def evaluate_checkpoint(
     seconds = time.perf_counter() - start
     out = Path(output_dir) if output_dir else path.resolve().parent.parent / f"eval-{split}"
     scored = describe_checkpoint(path, task)
+    held_out = held_out_note(task.hp)
     metrics["checkpoint"] = scored
     metrics["settings"] = {
         "checkpoint": str(path),
@@ -337,13 +362,15 @@ def evaluate_checkpoint(
         "precision": predictor.precision,
         "output_stride": int(task.hp.output_stride),
         "seconds": round(seconds, 3),
+        "allow_held_out": held_out is not None,
     }
     optimistic = (
         scored["kind"] == "best-by-val"
         and split == scored["selected_on"]["split"]
         and dataset == task.hp.get("data_name")
     )
-    report = report_header(metrics["settings"], scored, path.name, optimistic) + format_metrics_table(metrics)
+    report = report_header(metrics["settings"], scored, path.name, optimistic, held_out)
+    report += format_metrics_table(metrics)
     write_reports(out, metrics, cm, report)
     # A partial evaluation (--max_images) is no model-card figure.
     card_updated = count == len(images) and update_card_metrics(path, split, metrics)

@@ -20,7 +20,11 @@ from falsecl.model_card import update_model_card
 
 
 def report_header(
-    settings: Mapping[str, Any], scored: Mapping[str, Any], checkpoint_name: str, optimistic: bool
+    settings: Mapping[str, Any],
+    scored: Mapping[str, Any],
+    checkpoint_name: str,
+    optimistic: bool,
+    held_out: str | None = None,
 ) -> str:
     """The Markdown header of ``metrics.md``: data, checkpoint and settings, and a warning when optimistic.
 
@@ -29,6 +33,7 @@ def report_header(
         scored: :func:`falsecl.inference.checkpoint.describe_checkpoint` output.
         checkpoint_name: File name of the scored checkpoint.
         optimistic: The evaluated split is the one that chose the checkpoint.
+        held_out: :func:`falsecl.model_card.held_out_note` of the checkpoint (held-out data was used), if any.
 
     Returns:
         Markdown text ending with a blank line.
@@ -42,6 +47,8 @@ def report_header(
     )
     if optimistic:
         header += "**Note:** this split chose the checkpoint, so these numbers are optimistic.\n\n"
+    if held_out:
+        header += f"**Note:** {held_out}.\n\n"
     return header
 
 

@@ -9,11 +9,11 @@ encoder learning rate (``backbone_lr_factor``) is the other option.
 The checkpoint stores everything inference needs in its hyper-parameters: ``in_channels``,
 ``num_classes``, ``class_names``, ``class_colours``, the per-band ``mean``/``std`` of the training data, and
 what the data was (``data_name``, ``data_root``, ``data_root_as_given``, ``data_bands``, ``data_palette``,
-``data_label_fraction``, ``data_seed``, ``data_val_split``, ``data_val_description``, ``data_held_out_override``:
+``data_label_fraction``, ``data_seed``, ``data_val_split``, ``data_val_description``, ``data_held_out_override``,
+``data_dtype`` and ``data_value_range``, the training pixels' data type and per-band 1st/99th percentiles:
 prefixed, as Lightning refuses a module and a datamodule logging the same hyper-parameter name with different
-values), so
-``falsecl evaluate``/``predict`` normalise raw images themselves and score or map them with the right classes.
-Values not given are pulled from the datamodule at ``setup``.
+values), so ``falsecl evaluate``/``predict`` normalise raw images themselves and score or map them with the right
+classes. Values not given are pulled from the datamodule at ``setup``.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ _FROM_DATA: dict[str, str] = {
     "data_val_split": "val_split",
     "data_val_description": "val_description",
     "data_held_out_override": "held_out_override",
+    "data_dtype": "input_dtype",
+    "data_value_range": "input_range",
 }
 
 
@@ -107,6 +109,8 @@ class SegmentationTask(LightningModule):
             datamodule.
         data_held_out_override: What held-out data ``--data.allow_held_out`` let the run touch (None:
             nothing); from the datamodule.
+        data_dtype: Data type of the raw training pixels (``uint8``, ``uint16`` ...); from the datamodule.
+        data_value_range: Per-band ``[1st, 99th]`` percentile of the raw training pixels; from the datamodule.
     """
 
     def __init__(
@@ -138,6 +142,8 @@ class SegmentationTask(LightningModule):
         data_val_split: str | None = None,
         data_val_description: str | None = None,
         data_held_out_override: str | None = None,
+        data_dtype: str | None = None,
+        data_value_range: list[list[float]] | None = None,
     ) -> None:
         super().__init__()
         if lr <= 0 or min_lr < 0 or min_lr > lr:
