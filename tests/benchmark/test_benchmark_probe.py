@@ -143,8 +143,8 @@ def test_real_cache_key_follows_masks_bands_target_sampling_and_version(tmp_path
     assert keyb["bands"] == [0, 1, 2] and key["bands"] != keyb["bands"]
     # Edit one training mask: same file names and sizes, another key.
     mask = sorted(root.glob("Tile 1/masks/*.png"))[0]
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     arr = np.array(Image.open(mask))
     arr[0, 0] = 255 - arr[0, 0]

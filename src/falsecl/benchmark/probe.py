@@ -4,15 +4,15 @@ The backbone is frozen. Its stride-8 (``layer2``, average-pooled to stride 16) a
 maps are concatenated, computed once per backbone for every training patch and cached on disk (the cache file is
 named by a fingerprint of the backbone file's content, the dataset, root, split, patch size and stride, the band
 indices, the content of the image and mask files, the target stride and offset and :data:`CACHE_VERSION`, so a new
-backbone, another dataset or edited masks never reuse stale features). The features of every test window are
-cached the same way (:class:`RecordingTrunk`, :class:`ReplayTrunk`), so once a backbone has been probed, a new
-cell costs its head training and a replay of the test windows through the heads. A per-pixel linear classifier, BatchNorm (with the
-labelled subset's feature statistics, frozen) followed by a 1x1 convolution, is trained on the cached features of
-each label-fraction subset with a fixed schedule (no model selection, so no held-out data is looked at), its logits
-upsampled bilinearly to the mask. Evaluation runs the frozen backbone and every fraction's head together through
-the one sliding-window routine (:class:`falsecl.inference.SlidingWindowPredictor`) over the whole test images and
-scores each head with :func:`falsecl.metrics.metrics_from_confusion`; blending is linear per channel, so the joint
-pass gives exactly what one pass per head would.
+backbone, another dataset or edited masks never reuse stale features). The features of every test window are cached
+the same way (:class:`RecordingTrunk`, :class:`ReplayTrunk`), so once a backbone has been probed, a new cell costs
+its head training and a replay of the test windows through the heads. A per-pixel linear classifier, BatchNorm
+(with the labelled subset's feature statistics, frozen) followed by a 1x1 convolution, is trained on the cached
+features of each label-fraction subset with a fixed schedule (no model selection, so no held-out data is looked
+at), its logits upsampled bilinearly to the mask. Evaluation runs the frozen backbone and every fraction's head
+together through the one sliding-window routine (:class:`falsecl.inference.SlidingWindowPredictor`) over the whole
+test images and scores each head with :func:`falsecl.metrics.metrics_from_confusion`; blending is linear per
+channel, so the joint pass gives exactly what one pass per head would.
 """
 
 from __future__ import annotations

@@ -112,8 +112,8 @@ def moco_false_loss(
     Returns:
         ``(loss, stats)``: the scalar mean loss over the ``N`` queries and detached statistics ``fire_rate``,
         ``num_fired``, ``candidate_cos`` (mean cosine of the chosen candidates before the gate),
-        ``positive_cos`` (mean query-key cosine), ``gate_cos`` (the cosine gate in force) and, with ids, ``self_key_rate`` (share of queries with at
-        least one key of their own patch in the queue, masked).
+        ``positive_cos`` (mean query-key cosine), ``gate_cos`` (the cosine gate in force) and, with ids,
+        ``self_key_rate`` (share of queries with at least one key of their own patch in the queue, masked).
 
     Raises:
         ValueError: On illegal arguments or shapes.
