@@ -86,6 +86,7 @@ def test_runs_matrix_over_both_seeds_then_resumes_without_rerunning(tmp_path, mo
     assert all(c[c.index("--model.backbone_weights") + 1].endswith(f"pretrain_seed{c[-1][0]}/backbone.pt")
                for c in ft_false if c[-1] in ("0", "1000"))
     ft_random = [c for c in fake.calls if c[0] == "finetune" and "random/" in " ".join(c)]
+    assert len(ft_random) == 8 and len(ft_false) == 8  # all() over an empty list would prove nothing
     assert not any("--model.backbone_weights" in c for c in ft_random)
     assert all(c[c.index("--model.backbone_lr_factor") + 1] == "1.0" for c in ft_random)
     # Same labelled subset for every method at a (fraction, fine-tuning seed): the same --data.seed.

@@ -30,8 +30,13 @@ def test_pretrain_finetune_evaluate_through_real_commands(tmp_path, monkeypatch)
     for r in results:
         assert 0.0 <= r["mIoU"] <= 1.0 and 0.0 <= r["OA"] <= 1.0
         assert set(r["per_class"]) == {"building", "land", "road", "vegetation", "water"}
-    # The pretrained cell really started from the pretraining's backbone file.
-    assert (out / "smoke_false" / "pretrain_seed0" / "backbone.pt").is_file()
+    # The pretrained cell really started from the pretraining's backbone file: the fine-tuned model's card names
+    # it (written from the hyper-parameters the encoder was loaded with), and the random cell's names none.
+    backbone = out / "smoke_false" / "pretrain_seed0" / "backbone.pt"
+    card = json.loads((out / "smoke_false/finetune/labels5pct_pre0_ft0/model.json").read_text())
+    assert Path(card["pretraining"]["backbone"]).resolve() == backbone.resolve()
+    random_card = json.loads((out / "random/finetune/labels5pct_pre0_ft0/model.json").read_text())
+    assert random_card["pretraining"]["backbone"] is None
     saved = json.loads((out / "smoke_false/finetune/labels5pct_pre0_ft0/eval/metrics.json").read_text())
     assert saved["settings"]["images"] == 1
     assert "smoke_false" in (out / "report.md").read_text()

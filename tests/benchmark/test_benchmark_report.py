@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from falsecl.benchmark.figures import read_pretrain_logs
 from falsecl.benchmark.report import write_report
 
@@ -15,16 +17,24 @@ def _log(path, header, rows):
 
 
 def test_fire_rate_and_diagnostics_are_read_and_plotted(tmp_path):
-    header = "epoch,step,train/false/fire_rate,train/diag_precision_official,train/loss"
+    header = "epoch,step,train/false/fire_rate,train/diag_official_precision,train/loss"
     _log(tmp_path / "false/pretrain_seed0/csv/metrics.csv", header,
          ["0,0,0.5,0.9,4.0", ",1,,,", "0,2,0.6,0.95,3.9"])
     logs = read_pretrain_logs(tmp_path, ["random_init", "false"])
     assert logs == {"false": [{"train/false/fire_rate": [(0, 0.5), (2, 0.6)],
-                               "train/diag_precision_official": [(0, 0.9), (2, 0.95)]}]}
+                               "train/diag_official_precision": [(0, 0.9), (2, 0.95)]}]}
     paths = write_report(CELLS, tmp_path)
     assert paths["curves"].stat().st_size > 0
     text = paths["markdown"].read_text()
     assert "false-negative diagnostics logged" in text and "were not logged" not in text
+    # The key SimCLR really logs (losses.diagnostics) lands in its column of the diagnostics table.
+    from falsecl.losses.diagnostics import false_negative_diagnostics
+
+    z = torch.randn(4, 8)
+    assert "official_precision" in false_negative_diagnostics(z, z + 0.1, torch.tensor([0, 0, 1, 1]), 0.5, 0.0)
+    diag = text.split("## FALSE's false-negative diagnostics", 1)[1]
+    row = next(line for line in diag.splitlines() if line.startswith("| false |"))
+    assert "0.95" in row  # the second-half mean of official precision (step 2: 0.95)
 
 
 def test_report_says_when_diagnostics_were_not_logged(tmp_path):
@@ -73,7 +83,8 @@ def test_findings_status_and_wall_time_follow_the_cells():
     from falsecl.benchmark.stats import comparisons, paired_table
 
     cells = [{"method": m, "protocol": "probe", "label_fraction": f, "pretrain_seed": p, "finetune_seed": 0,
-              "mIoU": v + 0.001 * p * p, "wall_s": 60.0, "pretrain_wall_s": None if m == "random" else 600.0}
+              "mIoU": v + (0.002 * p if m == "ssl" else 0.001 * p * p),  # differences not all identical
+              "wall_s": 60.0, "pretrain_wall_s": None if m == "random" else 600.0}
              for m, v in (("random", 0.40), ("ssl", 0.45)) for f in (0.01, 0.05) for p in (0, 1, 2)]
     diffs = paired_table(cells, comparisons([{"name": "random", "pretrained": False},
                                              {"name": "ssl", "pretrained": True}]))
@@ -128,7 +139,8 @@ def test_diagnostics_findings_follow_the_paired_interval_over_seeds():
 def test_summary_speaks_of_the_headline_protocol_first_then_the_others(tmp_path):
     import json
 
-    finetune = [{**c, "protocol": "finetune", "mIoU": c["mIoU"] + (0.05 if c["method"] == "false" else 0.0)}
+    finetune = [{**c, "protocol": "finetune",
+                 "mIoU": c["mIoU"] + (0.05 + 0.01 * c["pretrain_seed"] if c["method"] == "false" else 0.0)}
                 for c in CELLS]
     (tmp_path / "benchmark_args.json").write_text(json.dumps({"headline_protocol": "probe"}))
     text = write_report(finetune + CELLS, tmp_path)["markdown"].read_text()

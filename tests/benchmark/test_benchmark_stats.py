@@ -54,3 +54,58 @@ def test_pairs_match_seeds_and_skip_null_scores():
     assert rows[("false", "simclr")]["n"] == 2  # seed 2 has no SimCLR score
     assert rows[("false", "simclr")]["mean"] == pytest.approx(0.015)
     assert rows[("false", "random")]["n"] == 3
+
+
+def test_identical_nonzero_differences_are_not_significant_at_n_2():
+    # sd 0: the t statistic is infinite and the interval has zero width; neither is evidence at n = 2.
+    d = paired_difference([0.01, 0.01])
+    assert d["p_t"] is None and d["ci_low"] is None and d["ci_high"] is None
+    text = verdict(d, "a", "b")
+    assert "a is higher" not in text and "identical" in text
+    same = paired_difference([0.0, 0.0, 0.0])  # identical methods: no difference, p = 1
+    assert same["p_t"] == 1.0 and "no significant difference" in verdict(same, "a", "b")
+
+
+def test_holm_against_hand_computation():
+    from falsecl.benchmark.stats import holm
+
+    # m = 4 defined: sorted 0.01, 0.02, 0.03, 0.5 -> 0.04, max(0.04, 0.06), max(0.06, 0.06), max(0.06, 0.5).
+    assert holm([0.03, None, 0.01, 0.5, 0.02]) == pytest.approx([0.06, None, 0.04, 0.5, 0.06])
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+
+
+def test_subset_seeds_are_averaged_within_each_pretraining_seed():
+    # Unit = pretraining seed: 2 pretraining seeds x 2 subset seeds give n = 2, each the mean of its 2 diffs.
+    cells = [{"method": m, "protocol": "probe", "label_fraction": 0.1, "pretrain_seed": p, "finetune_seed": s,
+              "mIoU": base + 0.01 * p + 0.02 * s + (0.01 * (p + 1) * (s + 1) if m == "a" else 0.0)}
+             for m, base in (("a", 0.5), ("b", 0.5)) for p in (0, 1) for s in (0, 1)]
+    (row,) = paired_table(cells, [("a", "b")])
+    # p 0: diffs 0.01, 0.02 -> 0.015; p 1: 0.02, 0.04 -> 0.03.
+    assert row["n"] == 2 and row["mean"] == pytest.approx(0.0225)
+    assert row["std"] == pytest.approx(statistics_stdev([0.015, 0.03]))
+
+
+def statistics_stdev(values):
+    import statistics
+
+    return statistics.stdev(values)
+
+
+def test_primary_endpoint_averages_fractions_and_subset_seeds_per_pretraining_seed():
+    from falsecl.benchmark.stats import primary_endpoint
+
+    cells = [{"method": m, "protocol": "probe", "label_fraction": f, "pretrain_seed": p, "finetune_seed": s,
+              "mIoU": 0.4 + (0.01 * (p + 1) * f * 10 + 0.001 * s if m == "false" else 0.0)}
+             for m in ("false", "simclr") for f in (0.1, 0.2) for p in (0, 1, 2) for s in (0, 1)]
+    spec = {"method": "false", "reference": "simclr", "protocol": "probe", "fractions": [0.1, 0.2]}
+    ep = primary_endpoint(cells, spec)
+    # seed p: mean over f of 0.01 (p + 1) 10 f + mean over s of 0.001 s = 0.015 (p + 1) + 0.0005.
+    per_seed = [0.015 * (p + 1) + 0.0005 for p in range(3)]
+    assert ep["n"] == 3 and ep["per_seed"] == pytest.approx(per_seed)
+    assert ep["mean"] == pytest.approx(sum(per_seed) / 3)
+    ref = paired_difference(per_seed)
+    assert ep["ci_low"] == pytest.approx(ref["ci_low"]) and ep["p_t"] == pytest.approx(ref["p_t"])
+    # A pretraining seed missing a planned cell does not count (its mean would cover other cells).
+    missing = [c for c in cells if not (c["method"] == "simclr" and c["pretrain_seed"] == 2 and c["finetune_seed"])]
+    assert primary_endpoint(missing, spec)["n"] == 2

@@ -26,6 +26,24 @@ def naive_precision(accepted, labels):
     return hits / total if total else math.nan
 
 
+def naive_selections(z0, z1, threshold):
+    """Per_anchor (closest to the positive's cosine, lowest index on ties) and the gated hardest negative, by loops."""
+    z = torch.nn.functional.normalize(torch.cat([z0, z1]), dim=1).double()
+    n2 = z.shape[0]
+    sim = (z @ z.T).tolist()
+    per_anchor = torch.zeros(n2, n2, dtype=torch.bool)
+    hardest = torch.zeros(n2, n2, dtype=torch.bool)
+    for i in range(n2):
+        p = (i + n2 // 2) % n2
+        negatives = [j for j in range(n2) if j not in (i, p)]
+        closest = min(negatives, key=lambda j: (abs(sim[i][j] - sim[i][p]), j))
+        top = max(negatives, key=lambda j: (sim[i][j], -j))
+        if sim[i][p] >= threshold:
+            per_anchor[i, closest] = True
+            hardest[i, top] = True
+    return per_anchor, hardest
+
+
 def test_matches_a_naive_count_and_references_are_sane():
     classes = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     z0, z1 = _layout(classes.tolist())
@@ -58,15 +76,37 @@ def test_unknown_classes_are_excluded_and_nothing_fired_is_nan():
 def test_precision_counts_each_accepted_pair_like_a_naive_loop():
     g = torch.Generator().manual_seed(3)
     z0 = torch.randn(12, 16, generator=g)
-    z1 = z0 + 0.3 * torch.randn(12, 16, generator=g)
+    # Noisy views: some negatives are more similar than the positive, so per_anchor is not the hardest negative.
+    z1 = z0 + 1.0 * torch.randn(12, 16, generator=g)
     classes = torch.randint(0, 3, (12,), generator=g)
-    from falsecl.losses.false import select_per_anchor
-
-    z = torch.nn.functional.normalize(torch.cat([z0, z1]), dim=1)
-    accepted, _ = select_per_anchor(z @ z.T, 0.5)
-    out = false_negative_diagnostics(z0, z1, classes, temperature=0.5, threshold=0.5, seed=0)
-    ref = naive_precision(accepted, torch.cat([classes, classes]).tolist())
+    accepted, hardest = naive_selections(z0, z1, 0.2)
+    assert (accepted != hardest).any()  # the two selections disagree here, so the test tells them apart
+    out = false_negative_diagnostics(z0, z1, classes, temperature=0.5, threshold=0.2, seed=0)
+    labels = torch.cat([classes, classes]).tolist()
+    ref = naive_precision(accepted, labels)
     assert (math.isnan(ref) and math.isnan(out["per_anchor_precision"])) or out["per_anchor_precision"] == ref
+    assert out["hardest_gated_precision"] == naive_precision(hardest, labels)
+
+
+def test_per_anchor_and_the_gated_hardest_negative_disagree_on_a_built_layout():
+    # Patch 0 (class 0): its views at cosine 0.6. Patch 1 (class 1) lies close to patch 0's view 0 (the hardest
+    # negative); patch 2 (class 0) at cosine ~0.6 from it (the closest to the positive): per_anchor picks the
+    # class twin, the hardest negative the other class.
+    def unit(deg):
+        r = math.radians(deg)
+        return [math.cos(r), math.sin(r), 0.0]
+
+    a = math.degrees(math.acos(0.6))
+    z0 = torch.tensor([unit(0), unit(10), [0.6, 0.0, 0.8]])
+    z1 = torch.tensor([unit(a), unit(12), [0.6, 0.0, 0.8]])
+    classes = torch.tensor([0, 1, 0])
+    accepted, hardest = naive_selections(z0, z1, 0.5)
+    assert accepted[0].nonzero().flatten().tolist() == [2] and hardest[0].nonzero().flatten().tolist() == [1]
+    out = false_negative_diagnostics(z0, z1, classes, temperature=0.5, threshold=0.5, seed=0)
+    labels = torch.cat([classes, classes]).tolist()
+    assert out["per_anchor_precision"] == naive_precision(accepted, labels)
+    assert out["hardest_gated_precision"] == naive_precision(hardest, labels)
+    assert out["per_anchor_precision"] > out["hardest_gated_precision"]
 
 
 def test_simclr_logs_diagnostics_only_with_majority_classes():
@@ -95,10 +135,7 @@ def test_mutual_keeps_only_pairs_accepted_from_both_ends():
     z0 = torch.randn(10, 16, generator=g)
     z1 = z0 + 0.3 * torch.randn(10, 16, generator=g)
     classes = torch.randint(0, 3, (10,), generator=g)
-    from falsecl.losses.false import select_per_anchor
-
-    z = torch.nn.functional.normalize(torch.cat([z0, z1]), dim=1)
-    accepted, _ = select_per_anchor(z @ z.T, 0.0)
+    accepted, _ = naive_selections(z0, z1, 0.0)
     mutual = [[bool(accepted[i, j] and accepted[j, i]) for j in range(20)] for i in range(20)]
     out = false_negative_diagnostics(z0, z1, classes, temperature=0.5, threshold=0.0, seed=0)
     assert out["mutual_rows"] == sum(any(r) for r in mutual) / 20

@@ -238,7 +238,7 @@ def test_stats_are_logged_and_detached():
     z0 = torch.randn(6, 8, requires_grad=True)
     loss = FALSELoss(threshold=-1.0)
     loss(z0, z0 + 0.1)
-    assert set(loss.last_stats) == {"fire_rate", "num_fired", "candidate_cos", "positive_cos"}
+    assert set(loss.last_stats) == {"fire_rate", "num_fired", "candidate_cos", "positive_cos", "gate_cos"}
     assert loss.last_stats["fire_rate"].item() == 1.0
     assert not any(v.requires_grad for v in loss.last_stats.values())
 

@@ -105,7 +105,7 @@ def test_module_and_stats():
     q, k, queue = _data(seed=3)
     m = MoCoFALSELoss(0.2, alpha=0.5, threshold=0.8, top_k=2, negatives="eliminate")
     torch.testing.assert_close(m(q, k, queue), moco_false_loss(q, k, queue, 0.2, 0.5, 0.8, 2, "eliminate")[0])
-    assert set(m.last_stats) == {"fire_rate", "num_fired", "candidate_cos", "positive_cos"}
+    assert set(m.last_stats) == {"fire_rate", "num_fired", "candidate_cos", "positive_cos", "gate_cos"}
     assert -1 <= m.last_stats["candidate_cos"] <= 1
     assert "negatives='eliminate'" in repr(m)
 

@@ -26,6 +26,11 @@ class Method:
         base: Name of the method this one modifies (``simclr_false`` -> ``simclr_ntxent``); the report gives
             their paired difference.
         finetune: ``False``: linear-probe cells only, no fine-tuning cells (to fit a budget).
+        bn_recalibration: Without ``pretrain_config``: the random initialisation with its BatchNorm statistics
+            refitted on the training images (no labels), the stronger control of a pretrained backbone's
+            dataset-fitted statistics (:func:`falsecl.benchmark.probe.recalibrate_batchnorm`).
+        priority: Run tier: every cell of tier 1 (all seeds) runs before any of tier 2, and so on, so that a run
+            cut short holds the methods that answer the question first.
     """
 
     name: str
@@ -34,6 +39,8 @@ class Method:
     finetune_args: list[str] = field(default_factory=list)
     base: str | None = None
     finetune: bool = True
+    bn_recalibration: bool = False
+    priority: int = 1
 
 
 @dataclass(frozen=True)
@@ -45,12 +52,13 @@ class Cell:
     finetune_seed: int
     pretrain_seed: int = 0
     protocol: str = "finetune"
+    repro: bool = False
 
     @property
     def slug(self) -> str:
-        """Folder of the cell, relative to the benchmark's output folder."""
-        return (f"{self.method}/{self.protocol}/labels{100 * self.label_fraction:g}pct"
-                f"_pre{self.pretrain_seed}_ft{self.finetune_seed}")
+        """Folder of the cell, relative to the benchmark's output folder (``repro/...`` for a rerun)."""
+        return (("repro/" if self.repro else "") + f"{self.method}/{self.protocol}/labels{100 * self.label_fraction:g}"
+                f"pct_pre{self.pretrain_seed}_ft{self.finetune_seed}")
 
 
 def plan_cells(
@@ -60,11 +68,11 @@ def plan_cells(
     pretrain_seeds: Sequence[int] = (0,),
     probe_fractions: Sequence[float] = (),
 ) -> list[Cell]:
-    """All cells in run order: the probe cells, then the fine-tuning cells; each by pretraining seed, then method.
+    """All cells in run order: by priority tier; in a tier the probes, then the fine-tunings, seed-major.
 
-    The cheap probes of every backbone come first, so a run cut short holds the whole probe matrix; seed-major
-    order within each protocol means a partial run already holds every method at the first seeds, so paired
-    differences exist early.
+    Tier 1's methods at every seed come before tier 2's; within a tier the cheap probes of every backbone come
+    first, so a run cut short holds the whole probe matrix, and seed-major order means a partial run already
+    holds every method at the first seeds, so paired differences exist early.
 
     Raises:
         ValueError: On an empty matrix, duplicate method names, an unknown ``base`` or a fraction outside (0, 1].
@@ -77,10 +85,14 @@ def plan_cells(
     for fraction in [*label_fractions, *probe_fractions]:
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"label fractions must be in (0, 1] (1 % is 0.01), got {fraction}")
-    cells = [Cell(m.name, f, s, p, "probe") for p in pretrain_seeds for m in methods
-             for f in probe_fractions for s in seeds]
-    return cells + [Cell(m.name, f, s, p, "finetune") for p in pretrain_seeds for m in methods if m.finetune
-                    for f in label_fractions for s in seeds]
+    cells: list[Cell] = []
+    for tier in sorted({m.priority for m in methods}):
+        mine = [m for m in methods if m.priority == tier]
+        cells += [Cell(m.name, f, s, p, "probe") for p in pretrain_seeds for m in mine
+                  for f in probe_fractions for s in seeds]
+        cells += [Cell(m.name, f, s, p, "finetune") for p in pretrain_seeds for m in mine if m.finetune
+                  for f in label_fractions for s in seeds]
+    return cells
 
 
 def save_cell_result(cell_dir: Path, cell: Cell, metrics: Mapping[str, Any], wall_s: float,
@@ -92,6 +104,7 @@ def save_cell_result(cell_dir: Path, cell: Cell, metrics: Mapping[str, Any], wal
         "label_fraction": cell.label_fraction,
         "pretrain_seed": cell.pretrain_seed,
         "finetune_seed": cell.finetune_seed,
+        **({"repro": True} if cell.repro else {}),
         "mIoU": metrics.get("mIoU"),
         "OA": metrics.get("OA"),
         "kappa": metrics.get("kappa"),

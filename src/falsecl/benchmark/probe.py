@@ -2,20 +2,24 @@
 
 The backbone is frozen. Its stride-8 (``layer2``, average-pooled to stride 16) and stride-16 (``layer3``) feature
 maps are concatenated, computed once per backbone for every training patch and cached on disk (the cache file is
-named by a fingerprint of the backbone file's content, the dataset, root, split, patch size and stride, so a new
-backbone or another dataset never reuses stale features). A per-pixel linear classifier, BatchNorm (with the
-labelled subset's feature statistics, frozen) followed by a 1x1 convolution, is trained on the cached features of
-each label-fraction subset with a fixed schedule (no model selection, so no held-out data is looked at), its logits
-upsampled bilinearly to the mask. Evaluation runs the frozen backbone and every fraction's head together through
-the one sliding-window routine (:class:`falsecl.inference.SlidingWindowPredictor`) over the whole test images and
-scores each head with :func:`falsecl.metrics.metrics_from_confusion`; blending is linear per channel, so the joint
-pass gives exactly what one pass per head would.
+named by a fingerprint of the backbone file's content, the dataset, root, split, patch size and stride, the band
+indices, the content of the image and mask files, the target stride and offset and :data:`CACHE_VERSION`, so a new
+backbone, another dataset or edited masks never reuse stale features). The features of every test window are cached
+the same way (:class:`RecordingTrunk`, :class:`ReplayTrunk`), so once a backbone has been probed, a new cell costs
+its head training and a replay of the test windows through the heads. A per-pixel linear classifier, BatchNorm
+(with the labelled subset's feature statistics, frozen) followed by a 1x1 convolution, is trained on the cached
+features of each label-fraction subset with a fixed schedule (no model selection, so no held-out data is looked
+at), its logits upsampled bilinearly to the mask. Evaluation runs the frozen backbone and every fraction's head
+together through the one sliding-window routine (:class:`falsecl.inference.SlidingWindowPredictor`) over the whole
+test images and scores each head with :func:`falsecl.metrics.metrics_from_confusion`; blending is linear per
+channel, so the joint pass gives exactly what one pass per head would.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +31,12 @@ from torch import Tensor, nn
 
 from falsecl.inference import SlidingWindowPredictor
 from falsecl.metrics import IGNORE_INDEX, confusion_matrix_metric, metrics_from_confusion
-from falsecl.models.backbones import build_backbone, load_backbone_file
+from falsecl.models.backbones import build_backbone, load_backbone_file, load_into, save_backbone_file
 
 #: Downsampling of the training targets (the loss is taken on logits upsampled to stride 8, for speed).
 TARGET_STRIDE = 8
+#: Bump when feature extraction or target sampling changes: every cached feature file is then recomputed.
+CACHE_VERSION = 2
 
 
 class FrozenTrunk(nn.Module):
@@ -70,13 +76,83 @@ class LinearProbe(nn.Module):
 
 
 def load_frozen_backbone(backbone: str | None, arch: str, in_channels: int, seed: int) -> nn.Module:
-    """The backbone of a ``backbone.pt`` file, or a seeded random initialisation when ``backbone`` is ``None``."""
+    """The backbone of a ``backbone.pt`` file, or a seeded random initialisation when ``backbone`` is ``None``.
+
+    Raises:
+        ValueError: The file holds another architecture or band count than ``arch`` / ``in_channels``, or any
+            parameter does not fit (:func:`falsecl.models.backbones.load_into` refuses silent mismatches).
+    """
     torch.manual_seed(seed)
     model = build_backbone(arch, in_channels)
     if backbone is not None:
         payload = load_backbone_file(backbone)
-        model.load_state_dict(payload["state_dict"], strict=False)
+        if payload["arch"] != arch or payload["in_channels"] != in_channels:
+            raise ValueError(
+                f"{backbone} holds a {payload['in_channels']}-band {payload['arch']} backbone, but the probe was "
+                f"asked for a {in_channels}-band {arch}; pass the matching arch (or the dataset's bands)"
+            )
+        load_into(model, backbone)
     return model.eval()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, dataset: Any, mean: Sequence[float], std: Sequence[float], batch_size: int = 64
+) -> nn.Module:
+    """Refit every BatchNorm's running statistics on ``dataset``'s images (no labels), then return to eval mode.
+
+    The stronger random-initialisation control: a pretrained backbone carries statistics fitted to its
+    pretraining images, a random one the defaults (0, 1). Forward passes in train mode with ``momentum=None``
+    make each running mean and variance the cumulative average over all batches (as torch's
+    ``torch.optim.swa_utils.update_bn`` does); the weights are untouched.
+
+    Args:
+        model: The backbone; modified in place.
+        dataset: Map-style dataset of ``{"image": (C, H, W)}`` samples (raw values).
+        mean: Per-band normalisation mean.
+        std: Per-band normalisation standard deviation.
+        batch_size: Patches per forward pass.
+
+    Returns:
+        ``model`` in eval mode.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    m_ = torch.tensor(list(mean)).view(1, -1, 1, 1)
+    s_ = torch.tensor(list(std)).view(1, -1, 1, 1)
+    model.train()
+    for start in range(0, len(dataset), batch_size):
+        x = torch.stack([dataset[i]["image"].float() for i in range(start, min(start + batch_size, len(dataset)))])
+        model((x - m_) / s_)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    return model.eval()
+
+
+def recalibrated_random_backbone(path: str | Path, data: Any, seed: int, arch: str = "resnet18") -> Path:
+    """Write the seed's random initialisation with BatchNorm statistics refitted on the training patches.
+
+    The weights are exactly those of the random-init control of the same seed; only the running statistics
+    differ. An existing file is kept (the step is deterministic).
+
+    Args:
+        path: Destination ``backbone.pt``.
+        data: A set-up segmentation datamodule (``train_full``, ``mean``, ``std``, ``in_channels``).
+        seed: Seed of the random initialisation.
+        arch: Backbone architecture.
+
+    Returns:
+        The path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        model = load_frozen_backbone(None, arch, data.in_channels, seed)
+        recalibrate_batchnorm(model, data.train_full, data.mean, data.std)
+        save_backbone_file(path, model, arch, data.in_channels)
+    return path
 
 
 def backbone_fingerprint(backbone: str | None, arch: str, seed: int) -> str:
@@ -95,7 +171,7 @@ def _autocast(device: torch.device) -> Any:
 def extract_features(
     trunk: nn.Module, dataset: Any, mean: Sequence[float], std: Sequence[float], batch_size: int = 16
 ) -> tuple[Tensor, Tensor]:
-    """Features and stride-4 targets of every patch of ``dataset``.
+    """Features and stride-``TARGET_STRIDE`` targets of every patch of ``dataset``.
 
     Returns:
         ``(features, targets)``: ``(N, D, H/16, W/16)`` float16 and ``(N, H/s, W/s)`` uint8 with
@@ -113,6 +189,92 @@ def extract_features(
         off = TARGET_STRIDE // 2
         targets.append(torch.stack([sm["mask"][off::TARGET_STRIDE, off::TARGET_STRIDE] for sm in samples]))
     return torch.cat(feats), torch.cat(targets).to(torch.uint8)
+
+
+class RecordingTrunk(nn.Module):
+    """Runs ``trunk`` and keeps each output (and a checksum of its input) for :class:`ReplayTrunk`."""
+
+    def __init__(self, trunk: nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.outputs: list[Tensor] = []
+        self.sums: list[float] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The trunk's features of ``x`` ``(B, C, H, W)``, recorded."""
+        out: Tensor = self.trunk(x)
+        self.outputs.append(out.detach().cpu())
+        self.sums.append(float(x.double().sum()))
+        return out
+
+
+class ReplayTrunk(nn.Module):
+    """Returns recorded trunk outputs in order; refuses an input other than the one recorded.
+
+    The sliding-window routine visits the same windows in the same batches for the same images, window and
+    overlap, so the replayed features are exactly those the trunk would compute.
+    """
+
+    def __init__(self, outputs: Sequence[Tensor], sums: Sequence[float]) -> None:
+        super().__init__()
+        self.outputs, self.sums, self.position = list(outputs), list(sums), 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The recorded features of the next window batch ``(B, C, H, W)``."""
+        if self.position >= len(self.outputs) or not math.isclose(
+            float(x.double().sum()), self.sums[self.position], rel_tol=1e-9, abs_tol=1e-6
+        ):
+            raise RuntimeError("the cached test-window features do not match the windows being scored; delete "
+                               "the benchmark's probe_cache folder and rerun")
+        out = self.outputs[self.position]
+        self.position += 1
+        return out.to(x.device)
+
+
+def files_fingerprint(dataset: Any) -> str:
+    """SHA-256 (16 hex digits) of the image and mask files' content of a dataset (``dataset.files``)."""
+    digest = hashlib.sha256()
+    for files in getattr(dataset, "files", []):
+        for path in (files.image, files.mask):
+            if path is not None:
+                digest.update(Path(path).name.encode())
+                digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def feature_cache_key(backbone: str | None, arch: str, seed: int, data: Any, split: str,
+                      window: int | None = None, overlap: float | None = None) -> dict[str, Any]:
+    """Everything the cached features of ``split`` depend on (the training patches, or the test windows).
+
+    Args:
+        backbone: The backbone file (content-hashed) or ``None`` (random initialisation of ``seed``).
+        arch: Backbone architecture.
+        seed: Random initialisation seed.
+        data: A set-up segmentation datamodule.
+        split: ``data.train_split`` (patches) or the whole-image split scored (windows).
+        window: Sliding-window side (whole images only).
+        overlap: Sliding-window overlap (whole images only).
+    """
+    dataset = data.train_full if split == data.train_split and window is None else data.whole_image_dataset(split)
+    return {
+        "backbone": backbone_fingerprint(backbone, arch, seed),
+        "dataset": data.dataset_name,
+        "root": str(Path(data.root).resolve()),
+        "split": split,
+        "patch_size": data.patch_size,
+        "stride": data.stride,
+        "bands": list(getattr(dataset, "band_indices", None) or []) or None,
+        "patches": len(dataset),
+        "files": files_fingerprint(dataset),
+        "mean": [round(v, 6) for v in data.mean],
+        "std": [round(v, 6) for v in data.std],
+        "features": "layer2-pool+layer3",
+        "target_stride": TARGET_STRIDE,
+        "target_offset": TARGET_STRIDE // 2,
+        "window": window,
+        "overlap": overlap,
+        "version": CACHE_VERSION,
+    }
 
 
 def cached_features(
@@ -205,7 +367,8 @@ def evaluate_heads(
 ) -> list[dict[str, Any]]:
     """Score every head on whole images with the sliding-window routine; one metrics dict per head."""
     model = LinearProbe(trunk, heads)
-    predictor = SlidingWindowPredictor(model, window=window, overlap=overlap, mean=mean, std=std, batch_size=8)
+    predictor = SlidingWindowPredictor(model, window=window, overlap=overlap, mean=mean, std=std, batch_size=8,
+                                       in_channels=len(mean))
     confusions = [confusion_matrix_metric(num_classes) for _ in heads]
     device = predictor.device
     for i in range(len(images)):
@@ -252,28 +415,36 @@ def probe_backbone(
     """
     trunk = FrozenTrunk(load_frozen_backbone(backbone, arch, data.in_channels, backbone_seed))
     train = data.train_full
-    key = {
-        "backbone": backbone_fingerprint(backbone, arch, backbone_seed),
-        "dataset": data.dataset_name,
-        "root": str(Path(data.root).resolve()),
-        "split": data.train_split,
-        "patch_size": data.patch_size,
-        "stride": data.stride,
-        "patches": len(train),
-        "mean": [round(v, 6) for v in data.mean],
-        "std": [round(v, 6) for v in data.std],
-        "features": "layer2-pool+layer3",
-    }
+    key = feature_cache_key(backbone, arch, backbone_seed, data, data.train_split)
     feats, targets, _ = cached_features(cache_dir, key, lambda: extract_features(trunk, train, data.mean, data.std))
     heads = []
     for fraction, seed in cells:
         idx = torch.tensor(subsets[(fraction, seed)])
         heads.append(train_head(feats[idx], targets[idx], data.num_classes, schedule, seed))
     images = data.whole_image_dataset(split)
+    test_key = feature_cache_key(backbone, arch, backbone_seed, data, split, window, overlap)
+    text = json.dumps(test_key, sort_keys=True)
+    path = Path(cache_dir) / f"windows_{hashlib.sha256(text.encode()).hexdigest()[:16]}.pt"
+    replay: ReplayTrunk | None = None
+    if path.is_file():
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("key") == text:
+            replay = ReplayTrunk(payload["outputs"], payload["sums"])
     results: list[dict[str, Any]] = []
-    for start in range(0, len(heads), 4):  # at most 4 heads a pass bounds the whole-image logits in memory
-        results += evaluate_heads(trunk, heads[start : start + 4], images, data.num_classes, data.class_names,
-                                  data.mean, data.std, window, overlap)
+    for start in range(0, max(len(heads), 1), 4):  # at most 4 heads a pass bounds the whole-image logits
+        if replay is None:  # the first pass runs the trunk and records every window's features
+            recorder = RecordingTrunk(trunk)
+            results += evaluate_heads(recorder, heads[start : start + 4], images, data.num_classes,
+                                      data.class_names, data.mean, data.std, window, overlap)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            torch.save({"key": text, "outputs": recorder.outputs, "sums": recorder.sums}, tmp)
+            tmp.replace(path)
+            replay = ReplayTrunk(recorder.outputs, recorder.sums)
+        else:
+            replay.position = 0
+            results += evaluate_heads(replay, heads[start : start + 4], images, data.num_classes,
+                                      data.class_names, data.mean, data.std, window, overlap)
     return results, heads
 
 

@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-FIGURES = ("miou.png", "pretrain_curves.png", "panel.png")
+FIGURES = ("miou.png", "pretrain_curves.png", "panel.png", "repro.png")
 
 
 def _atomic_write(path: Path, text: str) -> None:

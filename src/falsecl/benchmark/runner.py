@@ -12,6 +12,13 @@ Training steps are ``falsecl`` sub-commands in their own process, so a failure o
 cell. The runner is restartable: a finished step is marked by ``DONE`` (or a cell's ``metrics.json``) and skipped,
 an interrupted training resumes from ``checkpoints/last.ckpt``, and a step whose ``LOCK`` names a live process
 (another runner) is waited for. ``results.json`` and the report are rewritten after every cell.
+
+The matrix can be finished over several sessions and machines: a cell already in the published results
+(``<publish_dir>/<publish_name>_results.json``, committed) is not rerun when its resolved configuration hash is
+the current one and its commit's ``src/`` and ``configs/`` equal the checkout's. Every cell records its
+provenance (:mod:`falsecl.benchmark.provenance`). ``repro`` reruns chosen (method, pretraining seed) pairs from
+scratch (pretraining and probes) into ``repro/``: their spread against the original cells is the report's
+reproducibility figure.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +43,7 @@ from falsecl.benchmark.cells import (
     progress_line,
     save_cell_result,
 )
+from falsecl.benchmark.provenance import config_hash, git_state, pretrain_record, same_code
 from falsecl.benchmark.report import write_report
 
 Runner = Callable[[list[str]], int]
@@ -153,6 +162,10 @@ def run_benchmark(
     publish_name: str = "benchmark",
     report_only: bool = False,
     dry_run: bool = False,
+    primary_endpoint: dict[str, Any] | None = None,
+    repro: list[dict[str, Any]] | None = None,
+    allow_mixed_versions: bool = False,
+    resume_published: bool = True,
 ) -> list[dict[str, Any]]:
     """Run (or resume) the matrix and write ``results.json``, ``report.md``, ``report.html`` and PNGs.
 
@@ -184,6 +197,11 @@ def run_benchmark(
         report_only: Run nothing: rebuild the report (and publish it) from the cells finished so far, e.g.
             while another process still runs the matrix.
         dry_run: Print the plan and exit.
+        primary_endpoint: The pre-registered primary endpoint, ``{"method", "reference", "protocol",
+            "fractions"}`` (:func:`falsecl.benchmark.stats.primary_endpoint`), reported first.
+        repro: ``[{"method", "pretrain_seed"}]``: pairs rerun from scratch after the first priority tier.
+        allow_mixed_versions: Let the report combine cells of different code versions (it lists them).
+        resume_published: Reuse the cells of the published results (see the module docstring).
 
     Returns:
         The results of the finished cells.
@@ -199,68 +217,174 @@ def run_benchmark(
     pre_seeds = _narrow(list(pretrain_seeds if pretrain_seeds is not None else [0]), select_seeds and
                         [s for s in select_seeds if s in (pretrain_seeds or [0])], "seeds")
     cells = plan_cells(chosen, ft_fr, ft_seeds, pre_seeds, pr_fr)
+    repro_cells = _repro_cells(repro or [], by_name, cells)
     out = Path(output_dir)
     if dry_run:
-        for cell in cells:
+        for cell in [*cells, *repro_cells]:
             method = by_name[cell.method]
             print(f"{cell.slug}: pretrain={method.pretrain_config or 'none (random init)'}")
-        print(f"{len(cells)} cells")
+        pretrainings = {(c.method, c.pretrain_seed, c.repro) for c in [*cells, *repro_cells]
+                        if by_name[c.method].pretrain_config is not None}
+        print(f"{len(cells) + len(repro_cells)} cells, {len(pretrainings)} pretrainings")
         return []
     out.mkdir(parents=True, exist_ok=True)
     data = _finetune_data(finetune_config)
-    state = _State(cells, [out / m.name / f"pretrain_seed{p}" for m in chosen if m.pretrain_config is not None
-                           for p in sorted({c.pretrain_seed for c in cells if c.method == m.name})])
+    state = _State([*cells, *repro_cells],
+                   [out / m.name / f"pretrain_seed{p}" for m in chosen if m.pretrain_config is not None
+                    for p in sorted({c.pretrain_seed for c in cells if c.method == m.name})]
+                   + [out / "repro" / c.method / f"pretrain_seed{c.pretrain_seed}"
+                      for c in dict.fromkeys(Cell(c.method, 0, 0, c.pretrain_seed, "probe", True)
+                                             for c in repro_cells)])
     record = {
         "arguments": {"methods": [vars(m) for m in methods], "finetune_config": finetune_config,
                       "finetune_data": data, "label_fractions": ft_fr, "probe_fractions": pr_fr,
                       "finetune_seeds": ft_seeds, "pretrain_seeds": pre_seeds, "pretrain_args": pretrain_args,
                       "finetune_args": finetune_args, "evaluate_args": evaluate_args, "probe_window": probe_window,
-                      "probe_steps": probe_steps},
+                      "probe_steps": probe_steps, "repro": repro or []},
+        "primary_endpoint": primary_endpoint,
+        "allow_mixed_versions": allow_mixed_versions,
         "intro": intro,
         "headline_protocol": headline_protocol,
         "planned_cells": {p: sum(c.protocol == p for c in cells) for p in dict.fromkeys(c.protocol for c in cells)},
-        "method_info": [{"name": m.name, "pretrained": m.pretrain_config is not None, "base": m.base}
-                        for m in methods],
+        "method_info": [{"name": m.name, "pretrained": m.pretrain_config is not None or m.bn_recalibration,
+                         "base": m.base, "priority": m.priority} for m in methods],
     }
+    all_cells = [*cells, *repro_cells]
     if report_only:
-        results = [r for r in (load_cell_result(out / c.slug) for c in cells) if r is not None]
+        results = [r for r in (load_cell_result(out / c.slug) for c in all_cells) if r is not None]
         _finish(out, record, data, results, chosen, title, publish_dir, publish_name)
         return results
     _write_args(out, record)
-    backbones: dict[tuple[str, int], tuple[str | None, float | None]] = {}
+    version = git_state()
+    settings = {"finetune_config": finetune_config, "data": data, "pretrain_args": pretrain_args,
+                "finetune_args": finetune_args, "evaluate_args": evaluate_args, "probe_window": probe_window,
+                "probe_steps": probe_steps}
+    hashes = {c: _cell_config_hash(c, by_name[c.method], settings) for c in all_cells}
+    if resume_published and publish_dir is not None:
+        _resume_published(Path(publish_dir) / f"{publish_name}_results.json", all_cells, hashes, out)
+    backbones: dict[tuple[str, int, bool], tuple[str | None, float | None]] = {}
 
-    def backbone_of(method: Method, p: int) -> tuple[str | None, float | None]:
+    def backbone_of(method: Method, p: int, rerun: bool = False) -> tuple[str | None, float | None]:
         """Pretrain (method, seed) unless done: the backbone file (None: random init) and its wall time."""
-        if (method.name, p) not in backbones:
-            if method.pretrain_config is None:
-                backbones[(method.name, p)] = (None, None)
+        if (method.name, p, rerun) not in backbones:
+            pre_dir = out / ("repro" if rerun else ".") / method.name / f"pretrain_seed{p}"
+            if method.pretrain_config is None and method.bn_recalibration:
+                from falsecl.benchmark.panel import probe_data_module
+                from falsecl.benchmark.probe import recalibrated_random_backbone
+
+                start = time.perf_counter()
+                path = recalibrated_random_backbone(pre_dir / "backbone.pt", probe_data_module(data, out), p)
+                backbones[(method.name, p, rerun)] = (str(path), time.perf_counter() - start)
+            elif method.pretrain_config is None:
+                backbones[(method.name, p, rerun)] = (None, None)
             else:
-                pre_dir = out / method.name / f"pretrain_seed{p}"
-                print(f"pretraining {method.name} seed {p}", flush=True)
+                print(f"pretraining {method.name} seed {p}" + (" (reproduction)" if rerun else ""), flush=True)
                 wall = _train_step("pretrain", method.pretrain_config, pre_dir,
                                    [*(pretrain_args or []), *method.pretrain_args, "--seed_everything", str(p)],
                                    _subprocess_runner)
-                backbones[(method.name, p)] = (str(pre_dir / "backbone.pt"), wall)
-        return backbones[(method.name, p)]
+                backbones[(method.name, p, rerun)] = (str(pre_dir / "backbone.pt"), wall)
+        return backbones[(method.name, p, rerun)]
 
-    # Phase 1: every backbone and its probes; phase 2: the fine-tuning cells (see plan_cells for the order).
-    for p in pre_seeds:
-        for method in chosen:
-            probe_cells = [c for c in cells if c.method == method.name and c.pretrain_seed == p
-                           and c.protocol == "probe"]
-            if probe_cells:
-                backbone, pre_wall = backbone_of(method, p)
-                _run_probe_cells(probe_cells, backbone, p, data, out, probe_window, probe_steps, pre_wall, state)
+    def provenance(cell: Cell, backbone: str | None) -> dict[str, Any]:
+        pre = pretrain_record(Path(backbone).parent) if backbone and by_name[cell.method].pretrain_config else {}
+        return {**version, "config_hash": hashes[cell], **pre,
+                "bn_recalibration": by_name[cell.method].bn_recalibration}
+
+    first_tier = min((m.priority for m in chosen), default=1)
+    for tier in sorted({m.priority for m in chosen}):
+        mine = [c for c in cells if by_name[c.method].priority == tier]
+        # Phase 1: every backbone and its probes; phase 2: the fine-tuning cells (see plan_cells for the order).
+        for p in pre_seeds:
+            for method in (m for m in chosen if m.priority == tier):
+                probe_cells = [c for c in mine if c.method == method.name and c.pretrain_seed == p
+                               and c.protocol == "probe"]
+                _run_probe_cells(probe_cells, partial(backbone_of, method, p), p, data, out,
+                                 probe_window, probe_steps, state, provenance)
                 _report_now_and_then(state, out, title)
-    for cell in (c for c in cells if c.protocol == "finetune"):
-        method = by_name[cell.method]
-        backbone, pre_wall = backbone_of(method, cell.pretrain_seed)
-        _run_finetune_cell(cell, method, backbone, finetune_config, data, finetune_args, evaluate_args, out,
-                           pre_wall, state)
-        _report_now_and_then(state, out, title)
+        for cell in (c for c in mine if c.protocol == "finetune"):
+            method = by_name[cell.method]
+            _run_finetune_cell(cell, method, partial(backbone_of, method, cell.pretrain_seed),
+                               finetune_config, data, finetune_args, evaluate_args, out, state, provenance)
+            _report_now_and_then(state, out, title)
+        if tier == first_tier:
+            for m, p in dict.fromkeys((c.method, c.pretrain_seed) for c in repro_cells):
+                mine_r = [c for c in repro_cells if (c.method, c.pretrain_seed) == (m, p)]
+                _run_probe_cells(mine_r, partial(backbone_of, by_name[m], p, True), p, data, out,
+                                 probe_window, probe_steps, state, provenance)
+                _report_now_and_then(state, out, title)
     record["wall_time"] = f"{time.perf_counter() - state.start:.0f} s in this run"
     _finish(out, record, data, state.results, chosen, title, publish_dir, publish_name)
     return state.results
+
+
+def _repro_cells(repro: list[dict[str, Any]], by_name: dict[str, Method], cells: list[Cell]) -> list[Cell]:
+    """The probe cells of each ``{"method", "pretrain_seed"}`` to rerun from scratch (``repro=True``)."""
+    out = []
+    for entry in repro:
+        name, p = str(entry.get("method")), int(entry.get("pretrain_seed", 0))
+        if name not in by_name or by_name[name].pretrain_config is None:
+            raise ValueError(f"repro: {name!r} is not a pretrained method of the benchmark; name one of "
+                             f"{[m.name for m in by_name.values() if m.pretrain_config]}")
+        out += [Cell(c.method, c.label_fraction, c.finetune_seed, c.pretrain_seed, c.protocol, True) for c in cells
+                if c.method == name and c.pretrain_seed == p and c.protocol == "probe"]
+    return out
+
+
+def _cell_config_hash(cell: Cell, method: Method, settings: dict[str, Any]) -> str:
+    """The cell's resolved configuration hash (what a published cell must match to be reused)."""
+    own = {k: v for k, v in vars(method).items() if k != "priority"}
+    resolved: dict[str, Any] = {
+        "method": own, "protocol": cell.protocol,
+        "pretrain_config": None if method.pretrain_config is None else {"file": method.pretrain_config},
+        "pretrain_args": settings["pretrain_args"], "data": settings["data"],
+    }
+    if cell.protocol == "probe":
+        resolved.update(probe_window=settings["probe_window"], probe_steps=settings["probe_steps"])
+    else:
+        resolved.update(finetune_config={"file": settings["finetune_config"]},
+                        finetune_args=settings["finetune_args"], evaluate_args=settings["evaluate_args"])
+    return config_hash(resolved)
+
+
+def _cell_id(r: dict[str, Any]) -> tuple[str, str, float, int, int, bool]:
+    return (str(r["method"]), str(r.get("protocol", "finetune")), float(r["label_fraction"]),
+            int(r.get("pretrain_seed") or 0), int(r.get("finetune_seed") or 0), bool(r.get("repro")))
+
+
+def _resume_published(path: Path, cells: list[Cell], hashes: dict[Cell, str], out: Path) -> int:
+    """Copy the published results of planned, not yet finished cells into ``out`` when they may be reused.
+
+    A published cell is reused when its ``config_hash`` is the cell's current one and its commit's code
+    (``src/``, ``configs/``) equals the checkout's; otherwise it is rerun, and the reason printed.
+
+    Returns:
+        The number of cells reused.
+    """
+    if not path.is_file():
+        return 0
+    published = {_cell_id(r): r for r in json.loads(path.read_text()) if isinstance(r, dict) and "method" in r}
+    reused, refused = 0, []
+    checked: dict[str, bool] = {}
+    for cell in cells:
+        r = published.get((cell.method, cell.protocol, cell.label_fraction, cell.pretrain_seed,
+                           cell.finetune_seed, cell.repro))
+        if r is None or load_cell_result(out / cell.slug) is not None:
+            continue
+        commit = r.get("git_commit")
+        if commit and commit not in checked:
+            checked[commit] = same_code(str(commit))
+        if r.get("config_hash") != hashes[cell] or not commit or r.get("git_dirty") or not checked[str(commit)]:
+            refused.append(cell.slug)
+            continue
+        cell_dir = out / cell.slug
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cell_dir / "result.json.tmp"
+        tmp.write_text(json.dumps({**r, "resumed_from": str(path)}, indent=2) + "\n")
+        tmp.replace(cell_dir / "result.json")
+        reused += 1
+    print(f"resumed {reused} cells from {path}" + (f"; {len(refused)} published cells rerun (another configuration "
+          f"or code version), e.g. {refused[0]}" if refused else ""), flush=True)
+    return reused
 
 
 def _finish(out: Path, record: dict[str, Any], data: dict[str, Any], results: list[dict[str, Any]],
@@ -287,7 +411,10 @@ def _report_now_and_then(state: _State, out: Path, title: str, every_s: float = 
     """Rewrite the report when ``every_s`` have passed since the last one (plotting costs seconds)."""
     now = time.perf_counter()
     if now - state.reported >= every_s:
-        write_report(state.results, out, title=title)
+        try:
+            write_report(state.results, out, title=title)
+        except (ValueError, OSError) as err:  # a report problem must not stop the matrix; the final one raises
+            print(f"report not written: {err}", flush=True)
         state.reported = now
 
 
@@ -313,11 +440,19 @@ def _record(state: _State, out: Path, result: dict[str, Any]) -> None:
     tmp.replace(out / "results.json")
 
 
-def _run_probe_cells(cells: list[Cell], backbone: str | None, pretrain_seed: int, data: dict[str, Any], out: Path,
-                     window: int, steps: int, pre_wall: float | None, state: _State) -> None:
-    """Probe one backbone at all its cells that are not done yet (one feature extraction, one test pass)."""
+Backbone = Callable[[], tuple[str | None, float | None]]
+Provenance = Callable[[Cell, str | None], dict[str, Any]]
+
+
+def _run_probe_cells(cells: list[Cell], backbone_of: Backbone, pretrain_seed: int, data: dict[str, Any], out: Path,
+                     window: int, steps: int, state: _State, provenance: Provenance) -> None:
+    """Probe one backbone at all its cells that are not done yet (one feature extraction, one test pass).
+
+    The backbone is pretrained (``backbone_of``) only when a cell is left to run.
+    """
     todo = [c for c in cells if load_cell_result(out / c.slug) is None]
     if todo:
+        backbone, pre_wall = backbone_of()
         import torch
 
         from falsecl.benchmark.panel import probe_data_module
@@ -344,20 +479,22 @@ def _run_probe_cells(cells: list[Cell], backbone: str | None, pretrain_seed: int
             (out / c.slug).mkdir(parents=True, exist_ok=True)
             torch.save(head.state_dict(), out / c.slug / "head.pt")
             save_cell_result(out / c.slug, c, m, wall_s=wall, pretrain_wall_s=pre_wall,
-                             extra={"backbone": backbone or f"random init (seed {pretrain_seed})"})
+                             extra={"backbone": backbone or f"random init (seed {pretrain_seed})",
+                                    **provenance(c, backbone)})
     for c in cells:
         result = load_cell_result(out / c.slug)
         if result is not None:
             _record(state, out, result)
 
 
-def _run_finetune_cell(cell: Cell, method: Method, backbone: str | None, config: str, data: dict[str, Any],
+def _run_finetune_cell(cell: Cell, method: Method, backbone_of: Backbone, config: str, data: dict[str, Any],
                        finetune_args: list[str] | None, evaluate_args: list[str] | None, out: Path,
-                       pre_wall: float | None, state: _State) -> None:
+                       state: _State, provenance: Provenance) -> None:
     """Fine-tune and evaluate one cell unless it is done."""
     cell_dir = out / cell.slug
     result = load_cell_result(cell_dir)
     if result is None:
+        backbone, pre_wall = backbone_of()
         start = time.perf_counter()
         extra = [*(finetune_args or []), *method.finetune_args]
         if backbone is not None:
@@ -375,7 +512,8 @@ def _run_finetune_cell(cell: Cell, method: Method, backbone: str | None, config:
             if code != 0 or not metrics_path.is_file():
                 raise RuntimeError(f"'falsecl evaluate' failed (exit code {code}) for {cell_dir}")
         save_cell_result(cell_dir, cell, json.loads(metrics_path.read_text()), wall_s=time.perf_counter() - start,
-                         pretrain_wall_s=pre_wall, extra={"backbone": backbone or "random init"})
+                         pretrain_wall_s=pre_wall, extra={"backbone": backbone or "random init",
+                                                          **provenance(cell, backbone)})
         result = load_cell_result(cell_dir)
     if result is not None:
         _record(state, out, result)

@@ -30,6 +30,15 @@ Two ways of choosing ``F_i``:
   row ``a`` then attracts all its negatives ``m < a`` at once. The released code does exactly this and so does
   this mode; ``per_anchor`` has no such cliff.
 
+**The gate.** ``gate="fixed"`` (default, the paper's rule) accepts row ``i``'s candidates when ``s_ip >= T``.
+``gate="quantile"`` makes the gate relative to the batch: with ``k = ceil(q * 2N)`` (``q = gate_quantile``),
+row ``i`` passes when its positive cosine ``s_ip`` ranks among the ``k`` largest of the (global) batch,
+
+    g_i = 1[ rank(s_ip) <= ceil(q * 2N) ]      (ties at the boundary broken by index)
+
+so FALSE acts on a fixed share of rows even when every ``s_ip`` stays below ``T`` (MoCo's query-key cosines at a
+short budget); ``T`` is then unused. The k-th largest cosine is reported as ``gate_cos``.
+
 ``negatives="eliminate"`` drops, for each accepted candidate, the ``(1 - alpha)`` share that FALSE leaves on the
 negative side of the denominator (FNC-style elimination, Huynh et al., WACV 2022): the denominator becomes
 ``e_ip + alpha * sum_{m in F_i} e_im + sum_{k not in {i, p} U F_i} e_ik``. ``alpha = 0`` is then pure elimination,
@@ -53,6 +62,7 @@ from falsecl.losses.fp32 import fp32_similarities
 
 Selection = Literal["per_anchor", "official"]
 NegativesMode = Literal["keep", "eliminate"]
+GateMode = Literal["fixed", "quantile"]
 
 #: Constant the released code writes into the entries of ``diff`` it does not compare.
 OFFICIAL_FILLER = 3.0
@@ -75,6 +85,43 @@ def check_candidate_args(temperature: float, alpha: float, threshold: float, top
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
     if negatives not in ("keep", "eliminate"):
         raise ValueError(f"negatives must be 'keep' or 'eliminate', got {negatives!r}")
+
+
+def check_gate_args(gate: str, gate_quantile: float) -> None:
+    """Validate the gate options shared by every FALSE variant.
+
+    Raises:
+        ValueError: For an unknown gate or a quantile outside (0, 1].
+    """
+    if gate not in ("fixed", "quantile"):
+        raise ValueError(f"gate must be 'fixed' (the paper's rule) or 'quantile', got {gate!r}")
+    if not 0.0 < gate_quantile <= 1.0:
+        raise ValueError(f"gate_quantile is the share of rows that pass the gate, in (0, 1], got {gate_quantile}")
+
+
+def quantile_gate(positive_cos: Tensor, quantile: float) -> Tensor:
+    """The batch-relative gate value: the ``k``-th largest positive cosine, ``k = ceil(quantile * rows)``.
+
+    Args:
+        positive_cos: Anchor-positive cosines ``(R,)``.
+        quantile: Share of rows that pass, in ``(0, 1]`` (at least one row passes).
+
+    Returns:
+        0-d tensor, the smallest positive cosine that passes.
+
+    Raises:
+        ValueError: For a quantile outside (0, 1].
+    """
+    check_gate_args("quantile", quantile)
+    k = min(max(1, math.ceil(quantile * positive_cos.shape[0])), positive_cos.shape[0])
+    return positive_cos.topk(k).values[-1]
+
+
+def quantile_passes(positive_cos: Tensor, quantile: float) -> Tensor:
+    """Bool ``(R,)``: the ``ceil(quantile * R)`` rows with the largest positive cosines (exactly that many)."""
+    k = min(max(1, math.ceil(quantile * positive_cos.shape[0])), positive_cos.shape[0])
+    passes = torch.zeros_like(positive_cos, dtype=torch.bool)
+    return passes.scatter_(0, positive_cos.topk(k).indices, True)
 
 
 def _check_args(
@@ -127,7 +174,7 @@ def negative_mask(num_rows: int, device: torch.device) -> Tensor:
 
 
 def _per_anchor_indices(
-    sim_rows: Tensor, rows: Tensor, pos: Tensor, threshold: float, top_k: int
+    sim_rows: Tensor, rows: Tensor, pos: Tensor, threshold: float, top_k: int, passes: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """Per-anchor candidates of some rows, as indices (the fast path of :func:`select_per_anchor`).
 
@@ -137,6 +184,7 @@ def _per_anchor_indices(
         pos: Global index of each row's positive, ``(R,)``.
         threshold: Gate on the row's positive cosine.
         top_k: Candidates per row (capped at the ``2N - 2`` negatives).
+        passes: Bool ``(R,)``, rows that pass the gate, replacing ``threshold`` (the quantile gate), or ``None``.
 
     Returns:
         ``(idx, accepted)``: long ``(R, k)`` candidate columns (lowest index first among ties) and bool
@@ -158,10 +206,13 @@ def _per_anchor_indices(
         chosen = below | (at_kth & (at_kth.cumsum(dim=1) <= k - below.sum(dim=1, keepdim=True)))
         # Exactly k entries per row are chosen; topk on the 0/1 mask returns their columns without a host sync.
         idx = chosen.to(sim_rows.dtype).topk(k, dim=1).indices
-    return idx, (pos_sim >= threshold)[:, None].expand_as(idx)
+    gated = pos_sim >= threshold if passes is None else passes
+    return idx, gated[:, None].expand_as(idx)
 
 
-def select_per_anchor(sim: Tensor, threshold: float, top_k: int = 1, symmetric: bool = False) -> tuple[Tensor, Tensor]:
+def select_per_anchor(
+    sim: Tensor, threshold: float, top_k: int = 1, symmetric: bool = False, passes: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """FNSD per anchor: each row's negatives whose cosine is closest to its positive's.
 
     Args:
@@ -169,6 +220,7 @@ def select_per_anchor(sim: Tensor, threshold: float, top_k: int = 1, symmetric: 
         threshold: Gate ``T``: a row's candidates are accepted only if its positive cosine ``s_ip >= T``.
         top_k: Candidates per row; more than the ``2N - 2`` negatives selects all of them.
         symmetric: Also apply each accepted pair ``(i, m)`` to row ``m``.
+        passes: Bool ``(2N,)`` rows passing the gate, replacing ``threshold`` (the quantile gate), or ``None``.
 
     Returns:
         ``(accepted, chosen)``: bool ``(2N, 2N)`` masks of the accepted pairs and of the chosen candidates before
@@ -176,7 +228,7 @@ def select_per_anchor(sim: Tensor, threshold: float, top_k: int = 1, symmetric: 
     """
     n2 = sim.shape[0]
     rows = torch.arange(n2, device=sim.device)
-    idx, ok = _per_anchor_indices(sim, rows, positive_index(n2, sim.device), threshold, top_k)
+    idx, ok = _per_anchor_indices(sim, rows, positive_index(n2, sim.device), threshold, top_k, passes)
     chosen = torch.zeros(n2, n2, dtype=torch.bool, device=sim.device).scatter_(1, idx, True)
     accepted = torch.zeros_like(chosen).scatter_(1, idx, ok)
     if symmetric:
@@ -184,13 +236,16 @@ def select_per_anchor(sim: Tensor, threshold: float, top_k: int = 1, symmetric: 
     return accepted, chosen
 
 
-def select_official(sim: Tensor, temperature: float, threshold: float) -> tuple[Tensor, Tensor]:
+def select_official(
+    sim: Tensor, temperature: float, threshold: float, passes: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """The candidate selection of the authors' released code (one global minimum per batch, exp space).
 
     Args:
         sim: Cosine similarities ``(2N, 2N)`` of the stacked rows (no gradient needed).
         temperature: ``tau``.
         threshold: Gate ``T`` applied as ``log(S_ap) * tau >= T``.
+        passes: Bool ``(2N,)`` rows passing the gate, replacing ``threshold`` (the quantile gate), or ``None``.
 
     Returns:
         ``(accepted, chosen)``: bool ``(2N, 2N)`` masks of the accepted pairs (restricted to real negatives, the
@@ -206,7 +261,7 @@ def select_official(sim: Tensor, temperature: float, threshold: float) -> tuple[
     compared &= rows[None, :] != pos[:, None]
     diff = diff.masked_fill(~compared, OFFICIAL_FILLER)
     chosen = diff == diff.min()
-    gate = torch.log(pos_s) * temperature >= threshold
+    gate = torch.log(pos_s) * temperature >= threshold if passes is None else passes
     accepted = chosen & gate[:, None] & negative_mask(n2, sim.device)
     return accepted, chosen
 
@@ -223,6 +278,8 @@ def false_loss(
     symmetric: bool = False,
     negatives: NegativesMode = "keep",
     gather_distributed: bool = False,
+    gate: GateMode = "fixed",
+    gate_quantile: float = 0.1,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """FALSE loss of two batches of projections; see the module docstring for the equations.
 
@@ -237,16 +294,21 @@ def false_loss(
         symmetric: Apply accepted pairs to both rows (``per_anchor`` only).
         negatives: ``"keep"`` (FALSE) or ``"eliminate"`` (drop the rest of each candidate from the negatives).
         gather_distributed: Use the global batch of all processes for negatives and candidates.
+        gate: ``"fixed"`` (``s_ip >= threshold``, the paper's rule) or ``"quantile"`` (the ``ceil(q * 2N)`` rows of
+            the global batch with the largest ``s_ip``; ``threshold`` unused).
+        gate_quantile: ``q`` of the quantile gate, in ``(0, 1]``.
 
     Returns:
         ``(loss, stats)``: the scalar mean loss over the local ``2N`` rows and detached statistics ``fire_rate``
         (fraction of rows modified), ``num_fired``, ``candidate_cos`` (mean cosine of the chosen candidates before
-        the gate), ``positive_cos`` (mean anchor-positive cosine).
+        the gate), ``positive_cos`` (mean anchor-positive cosine), ``gate_cos`` (the cosine gate in force: ``T``,
+        or the quantile gate's k-th largest positive cosine).
 
     Raises:
         ValueError: On illegal arguments or shapes.
     """
     _check_args(temperature, alpha, threshold, selection, top_k, symmetric, negatives)
+    check_gate_args(gate, gate_quantile)
     _check_inputs(z0, z1)
     n = z0.shape[0]
     rank, world = rank_and_world() if gather_distributed else (0, 1)
@@ -271,11 +333,20 @@ def false_loss(
     # Denominator over every k != i (log-sum-exp: stable at tau = 0.07 and below).
     den_logits = logits.masked_fill(local[:, None] == torch.arange(n2, device=device)[None, :], -math.inf)
     pos_logit = logits[rows, pos]
+    passes_all: Tensor | None = None  # (2N,) over the global batch, quantile gate only
+    with torch.no_grad():
+        if gate == "quantile":
+            pos_all = sim_local.detach()[rows, pos] if world == 1 else (z * z.roll(n_global, 0)).sum(1).detach()
+            passes_all = quantile_passes(pos_all, gate_quantile)
+            gate_cos = quantile_gate(pos_all, gate_quantile)
+        else:
+            gate_cos = torch.tensor(float(threshold), device=device)
+    passes_local = None if passes_all is None else passes_all[local]
 
     if selection == "per_anchor" and not symmetric:
         # Each row needs only its own similarities: candidates as (rows, k) indices, no 2N x 2N masks.
         with torch.no_grad():
-            idx, ok = _per_anchor_indices(sim_local.detach(), local, pos, threshold, top_k)
+            idx, ok = _per_anchor_indices(sim_local.detach(), local, pos, threshold, top_k, passes_local)
         cand = logits.gather(1, idx)
         num = torch.logsumexp(torch.cat([pos_logit[:, None], (cand + log_alpha).masked_fill(~ok, -math.inf)], 1), 1)
         if negatives == "eliminate":
@@ -289,9 +360,9 @@ def false_loss(
         with torch.no_grad():
             sim_all = sim_local.detach() if world == 1 else z.detach() @ z.detach().T
             if selection == "per_anchor":
-                accepted, chosen = select_per_anchor(sim_all, threshold, top_k, symmetric)
+                accepted, chosen = select_per_anchor(sim_all, threshold, top_k, symmetric, passes_all)
             else:
-                accepted, chosen = select_official(sim_all, temperature, threshold)
+                accepted, chosen = select_official(sim_all, temperature, threshold, passes_all)
             accepted, chosen = accepted[local], chosen[local]
             # Only real negatives count as candidates (the official mode may select self/positive entries).
             chosen &= local[:, None] != torch.arange(n2, device=device)[None, :]
@@ -312,6 +383,7 @@ def false_loss(
             "num_fired": fired.sum(),
             "candidate_cos": candidate_cos,
             "positive_cos": sim_local.detach()[rows, pos].mean(),
+            "gate_cos": gate_cos.to(logits.dtype),
         }
     return loss, stats
 
@@ -338,9 +410,14 @@ class FALSELoss(nn.Module):
         symmetric: bool = False,
         negatives: NegativesMode = "keep",
         gather_distributed: bool = False,
+        gate: GateMode = "fixed",
+        gate_quantile: float = 0.1,
     ) -> None:
         super().__init__()
         _check_args(temperature, alpha, threshold, selection, top_k, symmetric, negatives)
+        check_gate_args(gate, gate_quantile)
+        self.gate: GateMode = gate
+        self.gate_quantile = gate_quantile
         self.temperature = temperature
         self.alpha = alpha
         self.threshold = threshold
@@ -364,6 +441,8 @@ class FALSELoss(nn.Module):
             symmetric=self.symmetric,
             negatives=self.negatives,
             gather_distributed=self.gather_distributed,
+            gate=self.gate,
+            gate_quantile=self.gate_quantile,
         )
         return loss
 
@@ -372,5 +451,6 @@ class FALSELoss(nn.Module):
         return (
             f"temperature={self.temperature}, alpha={self.alpha}, threshold={self.threshold}, "
             f"selection={self.selection!r}, top_k={self.top_k}, symmetric={self.symmetric}, "
-            f"negatives={self.negatives!r}, gather_distributed={self.gather_distributed}"
+            f"negatives={self.negatives!r}, gather_distributed={self.gather_distributed}, gate={self.gate!r}, "
+            f"gate_quantile={self.gate_quantile}"
         )

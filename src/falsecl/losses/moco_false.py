@@ -11,6 +11,11 @@ accepted when ``s_i+ >= threshold``. With ``e = exp(s / tau)``::
 
 and with ``negatives="eliminate"`` the denominator keeps only the ``alpha`` share of each accepted candidate
 (FNC-style elimination, Huynh et al., WACV 2022): ``e_i+ + alpha * sum_{F_i} e_im + sum_{k not in F_i} e_ik``.
+The gate is the in-batch loss's (see :mod:`falsecl.losses.false`): ``gate="fixed"`` accepts query ``i`` when
+``s_i+ >= T`` (the paper's rule, default); ``gate="quantile"`` accepts the ``ceil(q * N)`` queries of the batch
+with the largest ``s_i+``, ``g_i = 1[rank(s_i+) <= ceil(q * N)]``, so FALSE still acts when every query-key
+cosine stays below ``T``.
+
 With ``alpha = 0`` and ``negatives="keep"`` (or an empty ``F_i``) the loss is exactly MoCo's InfoNCE.
 
 Given the patch ids of the queries and of the queue keys, keys of the query's own patch (earlier views of the
@@ -29,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from falsecl.losses.false import check_candidate_args
+from falsecl.losses.false import GateMode, check_candidate_args, check_gate_args, quantile_gate, quantile_passes
 from falsecl.losses.pairs import queue_similarities
 from falsecl.losses.queue import check_self_mask, self_key_mask
 
@@ -37,7 +42,12 @@ NegativesMode = Literal["keep", "eliminate"]
 
 
 def select_queue_candidates(
-    pos: Tensor, neg: Tensor, threshold: float, top_k: int = 1, excluded: Tensor | None = None
+    pos: Tensor,
+    neg: Tensor,
+    threshold: float,
+    top_k: int = 1,
+    excluded: Tensor | None = None,
+    passes: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """FNSD against a queue: each query's keys whose cosine is closest to its positive's.
 
@@ -47,6 +57,7 @@ def select_queue_candidates(
         threshold: Gate ``T`` on ``pos``.
         top_k: Candidates per query; more than the eligible keys selects them all.
         excluded: Bool ``(N, K)``, keys that may never be chosen (the query's own patch), or ``None``.
+        passes: Bool ``(N,)`` queries passing the gate, replacing ``threshold`` (the quantile gate), or ``None``.
 
     Returns:
         ``(accepted, chosen)``: bool masks ``(N, K)`` of the accepted candidates and of the chosen ones before
@@ -63,7 +74,8 @@ def select_queue_candidates(
         chosen.scatter_(1, torch.sort(dist, dim=1, stable=True).indices[:, :k], True)
     if excluded is not None:
         chosen &= ~excluded  # a row with fewer eligible keys than k (or none) would otherwise pick excluded ones
-    return chosen & (pos >= threshold)[:, None], chosen
+    gated = pos >= threshold if passes is None else passes
+    return chosen & gated[:, None], chosen
 
 
 def moco_false_loss(
@@ -77,6 +89,8 @@ def moco_false_loss(
     negatives: NegativesMode = "keep",
     query_ids: Tensor | None = None,
     queue_ids: Tensor | None = None,
+    gate: GateMode = "fixed",
+    gate_quantile: float = 0.1,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """MoCo InfoNCE with FALSE candidates searched among the queue keys; see the module docstring.
 
@@ -92,22 +106,26 @@ def moco_false_loss(
         query_ids: Patch id of each query ``(N,)``, or ``None``.
         queue_ids: Patch id of each queue key ``(K,)`` (negative: unknown), or ``None``. With both ids, keys of
             the query's own patch are masked from negatives and candidates.
+        gate: ``"fixed"`` (``s_i+ >= threshold``) or ``"quantile"`` (the top ``ceil(q * N)`` queries by ``s_i+``).
+        gate_quantile: ``q`` of the quantile gate, in ``(0, 1]``.
 
     Returns:
         ``(loss, stats)``: the scalar mean loss over the ``N`` queries and detached statistics ``fire_rate``,
         ``num_fired``, ``candidate_cos`` (mean cosine of the chosen candidates before the gate),
-        ``positive_cos`` (mean query-key cosine) and, with ids, ``self_key_rate`` (share of queries with at
-        least one key of their own patch in the queue, masked).
+        ``positive_cos`` (mean query-key cosine), ``gate_cos`` (the cosine gate in force) and, with ids,
+        ``self_key_rate`` (share of queries with at least one key of their own patch in the queue, masked).
 
     Raises:
         ValueError: On illegal arguments or shapes.
     """
     check_candidate_args(temperature, alpha, threshold, top_k, negatives)
+    check_gate_args(gate, gate_quantile)
     pos, neg = queue_similarities(q, k, queue)
     own = self_key_mask(query_ids, queue_ids)
     check_self_mask(own, *neg.shape)
     with torch.no_grad():
-        accepted, chosen = select_queue_candidates(pos.detach(), neg.detach(), threshold, top_k, own)
+        passes = quantile_passes(pos.detach(), gate_quantile) if gate == "quantile" else None
+        accepted, chosen = select_queue_candidates(pos.detach(), neg.detach(), threshold, top_k, own, passes)
         log_alpha = math.log(alpha) if alpha > 0 else -math.inf
         zero = torch.zeros((), dtype=neg.dtype, device=neg.device)
         cand_w = torch.full_like(zero, log_alpha)
@@ -128,6 +146,7 @@ def moco_false_loss(
             "num_fired": fired.sum(),
             "candidate_cos": (neg * chosen).sum() / chosen.sum().clamp(min=1),
             "positive_cos": pos.mean(),
+            "gate_cos": quantile_gate(pos, gate_quantile) if gate == "quantile" else torch.full_like(zero, threshold),
         }
         if own is not None:
             stats["self_key_rate"] = own.any(dim=1).to(neg.dtype).mean()
@@ -146,6 +165,8 @@ class MoCoFALSELoss(nn.Module):
         threshold: Cosine gate ``T``.
         top_k: Candidates per query.
         negatives: ``"keep"`` or ``"eliminate"``.
+        gate: ``"fixed"`` or ``"quantile"``.
+        gate_quantile: ``q`` of the quantile gate.
     """
 
     def __init__(
@@ -155,9 +176,14 @@ class MoCoFALSELoss(nn.Module):
         threshold: float = 0.9,
         top_k: int = 1,
         negatives: NegativesMode = "keep",
+        gate: GateMode = "fixed",
+        gate_quantile: float = 0.1,
     ) -> None:
         super().__init__()
         check_candidate_args(temperature, alpha, threshold, top_k, negatives)
+        check_gate_args(gate, gate_quantile)
+        self.gate: GateMode = gate
+        self.gate_quantile = gate_quantile
         self.temperature = temperature
         self.alpha = alpha
         self.threshold = threshold
@@ -170,7 +196,8 @@ class MoCoFALSELoss(nn.Module):
     ) -> Tensor:
         """Scalar loss of queries ``q`` ``(N, D)``, keys ``k`` ``(N, D)``, ``queue`` ``(K, D)``; see the function."""
         loss, self.last_stats = moco_false_loss(
-            q, k, queue, self.temperature, self.alpha, self.threshold, self.top_k, self.negatives, query_ids, queue_ids
+            q, k, queue, self.temperature, self.alpha, self.threshold, self.top_k, self.negatives, query_ids, queue_ids,
+            self.gate, self.gate_quantile,
         )
         return loss
 
@@ -178,5 +205,5 @@ class MoCoFALSELoss(nn.Module):
         """Show the hyper-parameters in ``repr``."""
         return (
             f"temperature={self.temperature}, alpha={self.alpha}, threshold={self.threshold}, "
-            f"top_k={self.top_k}, negatives={self.negatives!r}"
+            f"top_k={self.top_k}, negatives={self.negatives!r}, gate={self.gate!r}, gate_quantile={self.gate_quantile}"
         )

@@ -55,8 +55,12 @@ def build_queue_loss(
     negatives: Literal["keep", "eliminate"],
     tau_plus: float,
     beta: float,
+    gate: Literal["fixed", "quantile"] = "fixed",
+    gate_quantile: float = 0.1,
 ) -> nn.Module:
     """Build the queue loss named ``loss``; see the module docstring.
+
+    ``gate`` and ``gate_quantile`` set FALSE's gate (see :mod:`falsecl.losses.moco_false`).
 
     Returns:
         A module mapping queries ``(N, D)``, keys ``(N, D)`` and a queue ``(K, D)`` to a scalar loss.
@@ -71,6 +75,8 @@ def build_queue_loss(
             threshold=threshold,
             top_k=top_k,
             negatives="eliminate" if loss == "fnc" else negatives,
+            gate=gate,
+            gate_quantile=gate_quantile,
         )
     if loss == "debiased":
         return DebiasedContrastiveLoss(temperature=temperature, tau_plus=tau_plus)
@@ -86,7 +92,10 @@ class MoCo(PretrainTask):
         loss: ``false``, ``ntxent`` (InfoNCE), ``fnc``, ``debiased`` or ``hard_negative``.
         temperature: Softmax temperature (MoCo v2: 0.2).
         alpha: FALSE confidence in ``[0, 1]``.
-        threshold: FALSE cosine gate ``T`` on the query-key similarity.
+        threshold: FALSE cosine gate ``T`` on the query-key similarity (``fixed`` gate).
+        gate: ``fixed`` (``s_i+ >= T``, the paper's rule) or ``quantile`` (the top ``gate_quantile`` share of the
+            batch's queries by query-key cosine: FALSE acts even when every cosine stays below ``T``).
+        gate_quantile: Share of queries the ``quantile`` gate passes, in ``(0, 1]``.
         top_k: FALSE candidates per query, searched in the queue.
         negatives: ``keep`` (FALSE) or ``eliminate`` (FNC-style); ``fnc`` always eliminates.
         tau_plus: Class prior of ``debiased`` and ``hard_negative``.
@@ -117,6 +126,8 @@ class MoCo(PretrainTask):
         hidden_dim: int = 2048,
         output_dim: int = 128,
         mask_self_keys: bool = True,
+        gate: Literal["fixed", "quantile"] = "fixed",
+        gate_quantile: float = 0.1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -132,7 +143,9 @@ class MoCo(PretrainTask):
         self.output_dim = output_dim
         self.mask_self_keys = mask_self_keys
         self._warned_no_index = False
-        self.criterion = build_queue_loss(loss, temperature, alpha, threshold, top_k, negatives, tau_plus, beta)
+        self.criterion = build_queue_loss(
+            loss, temperature, alpha, threshold, top_k, negatives, tau_plus, beta, gate, gate_quantile
+        )
         self._build_if_possible()
 
     def build_heads(self) -> None:

@@ -45,8 +45,12 @@ def build_contrastive_loss(
     negatives: Literal["keep", "eliminate"],
     tau_plus: float,
     beta: float,
+    gate: Literal["fixed", "quantile"] = "fixed",
+    gate_quantile: float = 0.1,
 ) -> nn.Module:
     """Build the in-batch contrastive loss named ``loss`` (global negatives); see the module docstring.
+
+    ``gate`` and ``gate_quantile`` set FALSE's gate (``false`` and ``fnc`` only; see :mod:`falsecl.losses.false`).
 
     Returns:
         A module mapping projections ``z0, z1`` of shape ``(N, D)`` to a scalar loss.
@@ -64,6 +68,8 @@ def build_contrastive_loss(
             symmetric=symmetric,
             negatives="eliminate" if loss == "fnc" else negatives,
             gather_distributed=True,
+            gate=gate,
+            gate_quantile=gate_quantile,
         )
     if loss == "ntxent":
         if not temperature > 0:
@@ -85,7 +91,10 @@ class SimCLR(PretrainTask):
         loss: ``false``, ``ntxent``, ``fnc``, ``debiased`` or ``hard_negative``.
         temperature: Softmax temperature ``tau`` (the paper: 0.5).
         alpha: FALSE confidence ``alpha`` in ``[0, 1]`` (paper: 1).
-        threshold: FALSE cosine gate ``T`` (paper: 0.9).
+        threshold: FALSE cosine gate ``T`` (paper: 0.9), used by the ``fixed`` gate.
+        gate: ``fixed`` (``s_ip >= T``, the paper's rule) or ``quantile`` (the top ``gate_quantile`` share of the
+            batch's rows by anchor-positive cosine).
+        gate_quantile: Share of rows the ``quantile`` gate passes, in ``(0, 1]``.
         selection: FALSE candidate selection, ``per_anchor`` or ``official`` (the authors' released code).
         top_k: FALSE candidates per anchor (``per_anchor``).
         symmetric: Apply accepted FALSE pairs to both rows (``per_anchor``).
@@ -117,6 +126,8 @@ class SimCLR(PretrainTask):
         output_dim: int = 128,
         num_layers: int = 2,
         diagnostics_every: int = 10,
+        gate: Literal["fixed", "quantile"] = "fixed",
+        gate_quantile: float = 0.1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -132,7 +143,8 @@ class SimCLR(PretrainTask):
         self.diagnostics_every = diagnostics_every
         self.temperature, self.threshold, self.top_k = temperature, threshold, top_k
         self.criterion = build_contrastive_loss(
-            loss, temperature, alpha, threshold, selection, top_k, symmetric, negatives, tau_plus, beta
+            loss, temperature, alpha, threshold, selection, top_k, symmetric, negatives, tau_plus, beta, gate,
+            gate_quantile,
         )
         self._build_if_possible()
 
