@@ -1,37 +1,89 @@
-"""Numeric precision: ``auto`` picks bf16 mixed precision where it is measured to be faster.
+"""Numeric precision and memory format: ``auto`` measures which is faster for *this* model on *this* machine.
 
-- GPUs with bf16 tensor cores: ``bf16-mixed`` for training and inference.
-- CPUs with AVX-512 BF16 or AMX: ``bf16-mixed`` for inference (forward passes only), ``32-true`` for training.
-  On such a CPU (2 cores, PyTorch 2.14) a ResNet-18 forward ran 1.08-1.6x faster in bf16, but forward + backward
-  ran at 0.59x (0.72x channels-last) of fp32 speed, and a SimCLR preset step at 0.52x: PyTorch's CPU backward
-  kernels for bf16 convolutions are slower than fp32 ones. ``--precision bf16-mixed`` still forces bf16.
-- Anything else: ``32-true`` (bf16 would be emulated).
+Whether bf16 mixed precision pays on a CPU depends on the CPU: on one AMD EPYC with AVX-512 BF16 (2 cores) a
+SimCLR step ran 1.93x faster in bf16, on another CPU with the same flag bf16 training ran at 0.59x of fp32 (its
+bf16 convolution backward kernels were slower). Flags cannot tell these apart, so ``auto`` measures:
 
-The contrastive losses always compute their similarities in fp32 whatever the precision (see
-:mod:`falsecl.losses.fp32`).
+- CPUs: a short calibration runs a few steps of the actual model (the task's own module, a throwaway copy) at the
+  run's batch and input size, in fp32 and bf16 mixed precision, each with contiguous and channels-last memory,
+  round-robin so that load from other processes hits all alike, the first round excluded as warm-up, the best
+  step of each kept. The fastest wins; bf16 and channels-last must each beat the simpler choice by more than 5 %
+  (:data:`TIE`), else fp32 and contiguous memory are kept. Training times forward + backward; inference
+  (``evaluate``, ``predict``) the forward pass alone. A CPU without native bf16 (no ``avx512_bf16``/``amx_bf16``)
+  only measures channels-last in fp32.
+- The result is cached in ``$XDG_CACHE_HOME/falsecl/precision.json`` (``~/.cache/...``; the environment variable
+  ``FALSECL_PRECISION_CACHE`` names another file), keyed by CPU model and bf16-relevant flags, torch version,
+  threads, model, input shape, batch and training vs inference; later runs reuse it without measuring. A
+  measurement disturbed by other load (steps of one configuration more than :data:`UNSTEADY` apart) is used but
+  not cached. Delete the file to measure again.
+- GPUs: ``bf16-mixed`` where supported, not measured.
+
+One line says what was chosen and why. ``--precision bf16-mixed`` / ``32-true`` force a precision (contiguous
+memory). The contrastive losses compute their similarities in fp32 whatever the precision
+(:mod:`falsecl.losses.fp32`).
 """
 
 from __future__ import annotations
 
-import functools
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import Tensor, nn
 
 #: Values accepted by ``--precision`` / ``--trainer.precision`` besides Lightning's own.
 PRECISION_CHOICES = ("auto", "bf16-mixed", "32-true")
 Precision = Literal["bf16-mixed", "32-true"]
 
+#: bf16 or channels-last must be this much faster than the simpler choice to be picked (noise margin).
+TIE = 1.05
+#: A measurement whose steps of one configuration varied more than this was disturbed: used, not cached.
+UNSTEADY = 1.5
+#: Environment variable naming the cache file (tests, shared machines).
+CACHE_ENV = "FALSECL_PRECISION_CACHE"
+#: CPU flags that decide how bf16 runs (part of the cache key).
+BF16_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_fp16")
+#: (precision, channels_last) pairs measured, simplest first.
+CONFIGS: tuple[tuple[Precision, bool], ...] = (
+    ("32-true", False), ("bf16-mixed", False), ("32-true", True), ("bf16-mixed", True)
+)
 
-@functools.cache
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
 def cpu_supports_bf16() -> bool:
     """Whether this CPU executes bf16 natively (x86 ``avx512_bf16`` or ``amx_bf16`` flags; Linux only)."""
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_description() -> dict[str, Any]:
+    """CPU model name (``/proc/cpuinfo``, as ``lscpu`` shows it) and its bf16-relevant flags."""
+    name = platform.processor() or platform.machine()
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+        pass
+    return {"cpu": name, "machine": platform.machine(), "flags": sorted(_cpu_flags() & set(BF16_FLAGS))}
 
 
 def device_supports_bf16(device: torch.device | str) -> bool:
@@ -44,42 +96,272 @@ def device_supports_bf16(device: torch.device | str) -> bool:
     return False
 
 
+def _device(device: torch.device | str) -> torch.device:
+    if isinstance(device, str) and device in ("gpu", "cuda"):
+        return torch.device("cuda")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def resolve_precision(precision: str, device: torch.device | str = "cpu", training: bool = False) -> str:
-    """Turn ``"auto"`` into ``"bf16-mixed"`` or ``"32-true"`` for ``device``; other values pass unchanged.
+    """``"auto"`` without a measurement: bf16 where the device runs it natively (CPU training: fp32).
 
-    Args:
-        precision: ``"auto"``, or any precision Lightning accepts (``"bf16-mixed"``, ``"32-true"``, ...).
-        device: Where the model runs (an accelerator name such as ``"gpu"`` counts as ``"cuda"``).
-        training: Resolve for training (forward + backward) rather than inference; on CPUs ``auto`` then stays
-            ``32-true`` (see the module docstring for the measurements).
-
-    Returns:
-        The precision to use.
+    The fallback when no model is at hand to measure (see :func:`choose_precision`); other values pass unchanged.
     """
     if precision != "auto":
         return precision
-    if isinstance(device, str) and device in ("gpu", "cuda"):
-        device = "cuda"
-    elif isinstance(device, str) and device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if training and torch.device(device).type == "cpu":
+    device = _device(device)
+    if training and device.type == "cpu":
         return "32-true"
     return "bf16-mixed" if device_supports_bf16(device) else "32-true"
 
 
+@dataclass
+class Workload:
+    """One step of the real model on synthetic inputs, for calibration.
+
+    Attributes:
+        name: The model in a few words (class, architecture); part of the cache key.
+        module: A throwaway copy of the model: calibration changes its weights' gradients and memory format.
+        inputs: Step inputs; 4-D float tensors ``(B, C, H, W)`` are images (converted to channels-last).
+        step: ``step(module, *inputs)`` -> a loss (training) or the output (inference).
+    """
+
+    name: str
+    module: nn.Module
+    inputs: tuple[Tensor, ...]
+    step: Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What ``auto`` chose: ``precision`` (``bf16-mixed``/``32-true``), ``channels_last`` and the line printed."""
+
+    precision: str
+    channels_last: bool = False
+    line: str = ""
+
+
+def to_memory_format(x: Tensor, channels_last: bool) -> Tensor:
+    """An image batch ``(B, C, H, W)`` in channels-last (or contiguous) memory; other tensors unchanged."""
+    if x.dim() != 4 or not x.is_floating_point():
+        return x
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def cache_path() -> Path:
+    """``$FALSECL_PRECISION_CACHE``, else ``$XDG_CACHE_HOME/falsecl/precision.json`` (``~/.cache`` by default)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "falsecl" / "precision.json"
+
+
+def calibration_key(workload: Workload, training: bool) -> dict[str, Any]:
+    """What a measurement depends on: CPU, torch, threads, model, input shapes, training vs inference."""
+    return {
+        **cpu_description(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "model": workload.name,
+        "inputs": [list(x.shape) for x in workload.inputs if x.dim() == 4 and x.is_floating_point()],
+        "mode": "training" if training else "inference",
+    }
+
+
+def _load_cache(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
+            raise ValueError("no 'entries' table")
+        return dict(data["entries"])
+    except (OSError, ValueError) as err:  # JSONDecodeError is a ValueError
+        warnings.warn(f"precision cache {path} is unreadable ({err}); measuring again and rewriting it", stacklevel=3)
+        return {}
+
+
+def _save_cache(path: Path, entries: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"version": 1, "entries": entries}, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
+    except OSError as err:
+        warnings.warn(f"could not write the precision cache {path} ({err}); set {CACHE_ENV}", stacklevel=3)
+
+
+def time_step(workload: Workload, precision: str, channels_last: bool, training: bool) -> float:
+    """Seconds of one step (forward + backward when ``training``, else forward) in one configuration."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    module = workload.module.to(memory_format=fmt)
+    inputs = [to_memory_format(x, channels_last) for x in workload.inputs]
+    bf16 = precision == "bf16-mixed"
+    start = time.perf_counter()
+    if training:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = workload.step(module, *inputs)
+        torch.autograd.backward(out.float().sum())
+        module.zero_grad(set_to_none=True)
+    else:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            workload.step(module, *inputs)
+    return time.perf_counter() - start
+
+
+def measure(
+    workload: Workload,
+    training: bool,
+    configs: Sequence[tuple[Precision, bool]] = CONFIGS,
+    min_rounds: int = 3,
+    max_rounds: int = 6,
+    budget_s: float = 8.0,
+) -> tuple[dict[str, float], float]:
+    """Best seconds per step of each configuration, timed round-robin; the first round is warm-up.
+
+    Rounds continue past ``min_rounds`` while the measurement has taken less than ``budget_s``. The best (least
+    disturbed) step is kept rather than the median: other processes on the machine only ever add time, and a
+    median of few steps can catch a burst of their load in one configuration only.
+
+    Returns:
+        ``({"fp32": s, "bf16": s, "fp32+cl": s, "bf16+cl": s}, spread)``: the best step of each configuration
+        measured, and the largest ratio of slowest to fastest timed step of one configuration (how disturbed the
+        measurement was).
+    """
+    workload.module.train(training)
+    times: dict[str, list[float]] = {_label(p, cl): [] for p, cl in configs}
+    start = time.perf_counter()
+    for round_ in range(max_rounds):
+        if round_ >= min_rounds and time.perf_counter() - start > budget_s:
+            break
+        order = list(configs) if round_ % 2 == 0 else list(configs)[::-1]  # nobody always runs first
+        for precision, channels_last in order:
+            seconds = time_step(workload, precision, channels_last, training)
+            if round_ > 0:
+                times[_label(precision, channels_last)].append(seconds)
+    workload.module.to(memory_format=torch.contiguous_format)
+    spread = max(max(t) / min(t) for t in times.values())
+    return {label: min(t) for label, t in times.items()}, spread
+
+
+def _label(precision: str, channels_last: bool) -> str:
+    return ("bf16" if precision == "bf16-mixed" else "fp32") + ("+cl" if channels_last else "")
+
+
+def pick(seconds: dict[str, float]) -> tuple[Precision, bool]:
+    """The fastest configuration; bf16 and channels-last must each win by more than :data:`TIE`."""
+    best = {p: min(v for k, v in seconds.items() if k.startswith(p)) for p in ("fp32", "bf16") if p in seconds}
+    bf16 = "bf16" in best and best["fp32"] > TIE * best["bf16"]
+    name = "bf16" if bf16 else "fp32"
+    channels_last = f"{name}+cl" in seconds and seconds[name] > TIE * seconds[f"{name}+cl"]
+    return ("bf16-mixed" if bf16 else "32-true"), channels_last
+
+
+def describe(entry: dict[str, Any], path: Path, cached: bool) -> str:
+    """The one line ``auto`` prints: choice, measured step times and ratios, where it is cached."""
+    s, key = entry["seconds"], entry["key"]
+    choice = entry["precision"] + (" + channels-last" if entry["channels_last"] else "")
+    shape = "x".join(str(v) for v in key["inputs"][0]) if key["inputs"] else "?"
+    what = f"{key['mode']}, {key['model']}, input {shape}"
+    if "bf16" in s:
+        ratio = f"bf16 {s['fp32'] / s['bf16']:.2f}x of fp32 ({s['bf16']:.3g} s vs {s['fp32']:.3g} s per step)"
+    else:
+        ratio = f"fp32 ({s['fp32']:.3g} s per step; no native bf16 on this CPU, not measured)"
+    name = "bf16" if entry["precision"] == "bf16-mixed" else "fp32"
+    if f"{name}+cl" in s:
+        ratio += f", channels-last {s[name] / s[f'{name}+cl']:.2f}x in {name}"
+    if entry.get("spread", 1.0) > UNSTEADY:
+        where = f"steps varied up to {entry['spread']:.1f}x under other load: not cached, measured again next run"
+    else:
+        where = f"{'measured earlier, cached in' if cached else 'cached in'} {path}"
+    return f"precision auto: {choice} ({what}: {ratio}; {where})"
+
+
+def choose_precision(
+    requested: str,
+    device: torch.device | str,
+    training: bool,
+    workload: Callable[[], Workload | None] | None = None,
+    stream: Any = None,
+) -> PrecisionChoice:
+    """Resolve ``--precision``: ``auto`` is measured on CPUs (cached), bf16 on GPUs that have it.
+
+    Args:
+        requested: ``"auto"``, ``"bf16-mixed"`` or ``"32-true"`` (others pass unchanged).
+        device: Where the model runs (``"cpu"``, ``"cuda"``, ``"gpu"``, ``"auto"``).
+        training: Measure forward + backward (training) or the forward pass (inference).
+        workload: Builds the model's :class:`Workload` (called only on a cache miss); ``None`` or a ``None``
+            result: no measurement, :func:`resolve_precision`'s fallback.
+        stream: Where the line goes (default ``sys.stderr``).
+
+    Returns:
+        The choice; its line has been printed when ``requested`` is ``auto``.
+    """
+    if requested != "auto":
+        return PrecisionChoice(requested)
+    stream = sys.stderr if stream is None else stream
+    dev = _device(device)
+    mode = "training" if training else "inference"
+    built = workload() if workload is not None and dev.type == "cpu" else None
+    if built is None:
+        precision = resolve_precision("auto", dev, training)
+        why = "GPU with bf16" if precision == "bf16-mixed" and dev.type == "cuda" else f"{dev.type}, no model given"
+        line = f"precision auto: {precision} ({mode}; {why}; not measured)"
+        print(line, file=stream, flush=True)
+        return PrecisionChoice(precision, False, line)
+    key = calibration_key(built, training)
+    key_text = json.dumps(key, sort_keys=True)
+    path = cache_path()
+    entries = _load_cache(path)
+    entry: dict[str, Any] = entries.get(key_text) or {}
+    cached = _valid(entry)
+    if not cached:
+        configs = CONFIGS if cpu_supports_bf16() else tuple(c for c in CONFIGS if c[0] == "32-true")
+        print(f"precision auto: measuring {', '.join(_label(*c) for c in configs)} on {built.name} ({mode}; once "
+              "per CPU, model and size)", file=stream, flush=True)
+        seconds, spread = measure(built, training, configs)
+        precision, channels_last = pick(seconds)
+        entry = {"key": key, "seconds": seconds, "precision": precision, "channels_last": channels_last,
+                 "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "spread": round(spread, 3)}
+        if spread <= UNSTEADY:
+            entries[key_text] = entry
+            _save_cache(path, entries)
+    line = describe(entry, path, cached)
+    print(line, file=stream, flush=True)
+    return PrecisionChoice(str(entry["precision"]), bool(entry["channels_last"]), line)
+
+
+def _valid(entry: Any) -> bool:
+    try:
+        return (entry["precision"] in ("32-true", "bf16-mixed") and isinstance(entry["channels_last"], bool)
+                and float(entry["seconds"]["fp32"]) > 0)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 PRECISION_HELP = (
-    "numeric precision: 'auto' (bf16-mixed on GPUs with bf16, 32-true on CPUs, where bf16 training measured "
-    "slower), 'bf16-mixed' or '32-true'; an explicit --trainer.precision wins"
+    "numeric precision: 'auto' (CPUs: measures fp32 against bf16-mixed, and channels-last memory, on this model "
+    "for a few seconds, cached per CPU/model/size; GPUs: bf16-mixed where supported), 'bf16-mixed' or "
+    "'32-true'; an explicit --trainer.precision wins"
 )
 
 
-def trainer_precision(precision: str | None, trainer_precision: Any, accelerator: Any) -> str | None:
+def trainer_precision(
+    precision: str | None, trainer_precision: Any, accelerator: Any, task: Any = None, data: Any = None
+) -> str | None:
     """The precision to give Lightning's Trainer from falsecl's ``--precision`` and ``--trainer.precision``.
+
+    With ``auto`` on a CPU, ``task.calibration_workload(data)`` is measured (:func:`choose_precision`) and a
+    channels-last choice is set on the task (``task.channels_last``), which converts itself at fit start.
 
     Args:
         precision: falsecl's ``--precision`` (``"auto"``, ``"bf16-mixed"``, ``"32-true"`` or ``None``).
         trainer_precision: ``--trainer.precision`` as configured (``None`` when not set); it wins when set.
         accelerator: ``--trainer.accelerator`` (``"auto"``, ``"cpu"``, ``"gpu"``, ``"cuda"`` or ``None``).
+        task: The LightningModule (a falsecl task); ``None``: no measurement.
+        data: The datamodule (batch size, crop size and bands of the run).
 
     Returns:
         The resolved precision, or ``None`` to leave Lightning's own setting alone.
@@ -92,7 +374,11 @@ def trainer_precision(precision: str | None, trainer_precision: Any, accelerator
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
     device = accelerator if isinstance(accelerator, str) and accelerator != "mps" else "auto"
-    return resolve_precision(precision, device, training=True)
+    build = getattr(task, "calibration_workload", None)
+    choice = choose_precision(precision, device, True, (lambda: build(data)) if callable(build) else None)
+    if choice.channels_last and task is not None:
+        task.channels_last = True
+    return choice.precision
 
 
 def trainer_auto_to_precision(argv: list[str] | None) -> list[str] | None:
@@ -104,8 +390,6 @@ def trainer_auto_to_precision(argv: list[str] | None) -> list[str] | None:
     Returns:
         The arguments with ``--trainer.precision auto`` / ``--trainer.precision=auto`` rewritten.
     """
-    import sys
-
     args = list(sys.argv[1:] if argv is None else argv)
     out: list[str] = []
     i = 0
@@ -119,3 +403,14 @@ def trainer_auto_to_precision(argv: list[str] | None) -> list[str] | None:
             out.append(args[i])
         i += 1
     return out
+
+
+def data_in_channels(data: Any, default: int = 3) -> int:
+    """Bands of a datamodule's images before its ``setup`` (``in_channels``, a band list, else ``default``)."""
+    channels = getattr(data, "in_channels", 0)
+    if isinstance(channels, int) and channels > 0:
+        return channels
+    bands = getattr(data, "bands", None)
+    if isinstance(bands, list | tuple) and bands:
+        return len(bands)
+    return default

@@ -44,10 +44,11 @@ class FinetuneCLI(LightningCLI):
         """Point the trainer, loggers and checkpoints at ``runs/<name>`` unless the config says otherwise."""
         trainer_cfg = self.config_init.get("trainer", {})
         explicit = self.config.get("trainer", {}).get("precision")
-        precision = trainer_precision(self.config.get("precision"), explicit, trainer_cfg.get("accelerator"))
+        precision = trainer_precision(
+            self.config.get("precision"), explicit, trainer_cfg.get("accelerator"), self.model, self.datamodule
+        )
         if precision is not None:
             kwargs["precision"] = precision
-            print(f"falsecl finetune: precision {self.config.get('precision')} -> {precision}", file=sys.stderr)
         if trainer_cfg.get("default_root_dir") is None:
             root = Path(self.config["runs_dir"]) / self.config["name"]
             kwargs["default_root_dir"] = str(root)

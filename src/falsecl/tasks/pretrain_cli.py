@@ -52,11 +52,11 @@ class PretrainCLI(LightningCLI):
         """Add the run defaults that depend on ``default_root_dir``: loggers, checkpointing, atomic writes."""
         config = self._get(self.config_init, "trainer", default={})
         precision = trainer_precision(
-            self.config.get("precision"), self.config.get("trainer", {}).get("precision"), config.get("accelerator")
+            self.config.get("precision"), self.config.get("trainer", {}).get("precision"), config.get("accelerator"),
+            self.model, self.datamodule,  # auto: measured on this model at this batch and crop size
         )
         if precision is not None:
             kwargs["precision"] = precision
-            print(f"falsecl pretrain: precision {self.config.get('precision')} -> {precision}", file=sys.stderr)
         root = Path(config.get("default_root_dir") or DEFAULT_ROOT)
         if config.get("logger") in (None, True):
             # Fixed (empty) versions keep one log per run that a resumed run appends to.
