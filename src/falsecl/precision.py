@@ -292,8 +292,9 @@ def choose_precision(
         requested: ``"auto"``, ``"bf16-mixed"`` or ``"32-true"`` (others pass unchanged).
         device: Where the model runs (``"cpu"``, ``"cuda"``, ``"gpu"``, ``"auto"``).
         training: Measure forward + backward (training) or the forward pass (inference).
-        workload: Builds the model's :class:`Workload` (called only on a cache miss); ``None`` or a ``None``
-            result: no measurement, :func:`resolve_precision`'s fallback.
+        workload: Builds the model's :class:`Workload` (on CPUs only: its name and input shapes are part of the
+            cache key; it is run on a cache miss); ``None`` or a ``None`` result: no measurement,
+            :func:`resolve_precision`'s fallback.
         stream: Where the line goes (default ``sys.stderr``).
 
     Returns:
@@ -307,7 +308,10 @@ def choose_precision(
     built = workload() if workload is not None and dev.type == "cpu" else None
     if built is None:
         precision = resolve_precision("auto", dev, training)
-        why = "GPU with bf16" if precision == "bf16-mixed" and dev.type == "cuda" else f"{dev.type}, no model given"
+        if dev.type == "cuda":
+            why = "GPU with bf16" if precision == "bf16-mixed" else "GPU without bf16"
+        else:
+            why = f"{dev.type}, no model to measure"
         line = f"precision auto: {precision} ({mode}; {why}; not measured)"
         print(line, file=stream, flush=True)
         return PrecisionChoice(precision, False, line)
