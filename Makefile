@@ -45,19 +45,24 @@ DEMO_PRETRAIN_ARGS ?=
 DEMO_FINETUNE_ARGS ?=
 DEMO_EVAL_ARGS ?=
 demo: $(STAMP)
-	@mkdir -p $(DEMO) && date +%s > $(DEMO)/started
+	@mkdir -p $(DEMO) && date +%s > $(DEMO)/started && : > $(DEMO)/timings.txt
 	$(BIN)/falsecl data check dubai data/dubai_aerial --split train
+	@echo "data check $$(( $$(date +%s) - $$(cat $(DEMO)/started) )) s" >> $(DEMO)/timings.txt; date +%s > $(DEMO)/stage
 	$(BIN)/falsecl pretrain --config configs/pretrain/cpu_demo.yaml \
 	    --trainer.default_root_dir $(DEMO)/pretrain $(DEMO_PRETRAIN_ARGS) \
 	    $$(test -f $(DEMO)/pretrain/checkpoints/last.ckpt && echo --ckpt_path last)
+	@echo "pretrain   $$(( $$(date +%s) - $$(cat $(DEMO)/stage) )) s" >> $(DEMO)/timings.txt; date +%s > $(DEMO)/stage
 	$(BIN)/falsecl finetune --config configs/finetune/cpu_demo.yaml \
 	    --trainer.default_root_dir $(DEMO)/finetune --model.backbone_weights $(DEMO)/pretrain/backbone.pt \
 	    $(DEMO_FINETUNE_ARGS)
+	@echo "finetune   $$(( $$(date +%s) - $$(cat $(DEMO)/stage) )) s" >> $(DEMO)/timings.txt; date +%s > $(DEMO)/stage
 	$(BIN)/falsecl evaluate --checkpoint $(DEMO)/finetune --split test --window 512 --overlap 0.25 \
 	    --precision bf16-mixed --progress false --output_dir $(DEMO)/eval $(DEMO_EVAL_ARGS)
+	@echo "evaluate   $$(( $$(date +%s) - $$(cat $(DEMO)/stage) )) s" >> $(DEMO)/timings.txt; date +%s > $(DEMO)/stage
 	$(BIN)/falsecl predict --checkpoint $(DEMO)/finetune --input "$(DEMO_IMAGE)" \
 	    --output $(DEMO)/prediction.tif --preview $(DEMO)/prediction.png --window 512 \
 	    --precision bf16-mixed --overwrite true
+	@echo "predict    $$(( $$(date +%s) - $$(cat $(DEMO)/stage) )) s" >> $(DEMO)/timings.txt
 	@echo
 	@echo "================ falsecl demo: DeepLabv3+ on 25 % of the labels, whole test tiles 3 and 8 ================"
 	@cat $(DEMO)/eval/metrics.md
@@ -66,6 +71,7 @@ demo: $(STAMP)
 	@echo "preview    : $(DEMO)/prediction.png   ($(DEMO_IMAGE))"
 	@echo "report     : $(DEMO)/eval/metrics.md, metrics.json, confusion_matrix.png"
 	@echo "model card : $(DEMO)/finetune/model.json"
+	@echo "stages     : $$(paste -sd, $(DEMO)/timings.txt)"
 	@echo "took       : $$(( $$(date +%s) - $$(cat $(DEMO)/started) )) s"
 
 bench: $(STAMP)

@@ -22,15 +22,26 @@ configs/pretrain/cpu_simclr_false.yaml: its model, its Dubai data, its augmentat
 5. Loader only: images/s of the preset's DataLoader (its worker setting) plus the view augmentation, against the
    training images/s of both precisions (target: loader >= 3x training).
 
+With ``--section bare`` it measures the product against the bare model, at each precision and memory format
+(``--configs``, default all four):
+
+6. The product's pretraining step, as ``falsecl pretrain`` runs it (the preset's SimCLR task inside Lightning's
+   Trainer: autocast, LARS, schedule, logging to TensorBoard and CSV, the non-finite check), timed from batch start
+   to batch end by a callback, against a bare torchvision ResNet-18 + the same projection head, plain NT-Xent and
+   SGD, in the same precision and memory format. The bare step runs in the same callback right after each product
+   step, so load from other processes hits both alike. Median step times and their ratio (target: <= 1.1x).
+
 Usage::
 
     python benchmarks/pretrain_speed.py [--batch-size 64] [--crop 96] [--steps 6] [--pairs 8] [--threads 2]
     python benchmarks/pretrain_speed.py --section precision [--curve-steps 200] [--loader-batches 20]
+    python benchmarks/pretrain_speed.py --section bare [--steps 12] [--configs fp32 bf16 fp32+cl bf16+cl]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -125,7 +136,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per method (throughput table)")
     parser.add_argument("--pairs", type=int, default=8, help="rounds of the paired overhead measurement")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--section", choices=["throughput", "precision"], default="throughput")
+    parser.add_argument("--section", choices=["throughput", "precision", "bare"], default="throughput")
+    parser.add_argument("--configs", nargs="+", default=["fp32", "bf16", "fp32+cl", "bf16+cl"],
+                        help="precision + memory format of the bare comparison")
     parser.add_argument("--preset", default="configs/pretrain/cpu_simclr_false.yaml")
     parser.add_argument("--curve-steps", type=int, default=200, help="steps of each loss curve (precision)")
     parser.add_argument("--loader-batches", type=int, default=20, help="batches timed for the loader (precision)")
@@ -134,6 +147,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.section == "precision":
         precision_and_loader(args)
+        return
+    if args.section == "bare":
+        product_against_bare(args)
         return
 
     g = torch.Generator().manual_seed(0)
@@ -277,6 +293,112 @@ def precision_and_loader(args: argparse.Namespace) -> None:
                 out.write(
                     f"{k + 1},{curves['fp32'][k]},{curves['bf16'][k]},{times['fp32'][k]},{times['bf16'][k]}\n"
                 )
+
+
+def bare_model(hidden_dim: int, output_dim: int) -> nn.Module:
+    """A torchvision ResNet-18 (no classifier) + SimCLR projection head (Linear-BN-ReLU-Linear-BN), as the preset."""
+    import torchvision
+
+    resnet = torchvision.models.resnet18(weights=None)
+    resnet.fc = nn.Identity()
+    head = nn.Sequential(
+        nn.Linear(512, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(),
+        nn.Linear(hidden_dim, output_dim, bias=False), nn.BatchNorm1d(output_dim),
+    )
+    return nn.Sequential(resnet, head)
+
+
+def ntxent(z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Plain NT-Xent of ``z = cat(z0, z1)`` ``(2N, D)``, similarities in fp32."""
+    z = nn.functional.normalize(z.float(), dim=1)
+    n = z.shape[0] // 2
+    sim = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    return nn.functional.cross_entropy(sim, target)
+
+
+def product_against_bare(args: argparse.Namespace) -> None:
+    """Section 6 of the module docstring."""
+    import tempfile
+
+    import yaml
+    from lightning.pytorch import Callback, Trainer
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from torch.utils.data import DataLoader, Dataset
+
+    from falsecl.precision import cpu_description, to_memory_format
+
+    preset = yaml.safe_load(open(args.preset))
+    init = dict(preset["model"]["init_args"])
+    batch, crop = int(preset["data"]["batch_size"]), int(preset["data"]["crop_size"])
+
+    class Views(Dataset[dict[str, list[torch.Tensor]]]):
+        """Fixed random normalised views: the step is timed, not the augmentation."""
+
+        def __init__(self, count: int) -> None:
+            g = torch.Generator().manual_seed(0)
+            self.views = [torch.randn(count, 3, crop, crop, generator=g) for _ in range(2)]
+
+        def __len__(self) -> int:
+            return self.views[0].shape[0]
+
+        def __getitem__(self, i: int) -> dict[str, list[torch.Tensor]]:
+            return {"views": [self.views[0][i], self.views[1][i]]}
+
+    class Timer(Callback):
+        """Times each product step, then runs and times one bare step in the same precision and format."""
+
+        def __init__(self, bf16: bool, channels_last: bool) -> None:
+            torch.manual_seed(0)
+            self.bf16, self.channels_last = bf16, channels_last
+            self.bare = bare_model(int(init["hidden_dim"]), int(init["output_dim"]))
+            if channels_last:
+                self.bare = self.bare.to(memory_format=torch.channels_last)
+            self.opt = torch.optim.SGD(self.bare.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-6)
+            self.product: list[float] = []
+            self.bare_s: list[float] = []
+            self.start = 0.0
+
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            self.product.append(time.perf_counter() - self.start)
+            v0, v1 = (to_memory_format(v, self.channels_last) for v in batch["views"])
+            start = time.perf_counter()
+            self.opt.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                z = self.bare(torch.cat([v0, v1]))
+            loss = ntxent(z, float(init.get("temperature", 0.5)))
+            torch.autograd.backward(loss)
+            self.opt.step()
+            self.bare_s.append(time.perf_counter() - start)
+
+    cpu = cpu_description()
+    print(f"product ({args.preset}) vs bare ResNet-18 + projection; batch {batch}, {crop} px views, "
+          f"{torch.get_num_threads()} threads, CPU {cpu['cpu']} ({' '.join(cpu['flags'])}), {args.steps} steps "
+          "each, the first 2 excluded; load average before: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"{'config':<9} {'product median s':>17} {'bare median s':>14} {'product / bare':>15}")
+    for config in args.configs:
+        bf16, channels_last = config.startswith("bf16"), config.endswith("+cl")
+        torch.manual_seed(0)
+        task = SimCLR(**init, in_channels=3)
+        task.channels_last = channels_last
+        timer = Timer(bf16, channels_last)
+        with tempfile.TemporaryDirectory() as root:
+            trainer = Trainer(
+                accelerator="cpu", devices=1, max_steps=args.steps, precision="bf16-mixed" if bf16 else "32-true",
+                logger=[TensorBoardLogger(root, name="tb", version=""), CSVLogger(root, name="csv", version="")],
+                log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, callbacks=[timer], default_root_dir=root,
+            )
+            loader = DataLoader(Views(batch * args.steps), batch_size=batch, shuffle=False, num_workers=0)
+            trainer.fit(task, train_dataloaders=loader)
+        product, bare = statistics.median(timer.product[2:]), statistics.median(timer.bare_s[2:])
+        verdict = "meets" if product <= 1.1 * bare else "MISSES"
+        print(f"{config:<9} {product:>17.3f} {bare:>14.3f} {product / bare:>14.2f}x ({verdict} <= 1.1x)",
+              flush=True)
+    print("load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":

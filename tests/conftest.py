@@ -14,3 +14,9 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _precision_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--precision auto` caches its measurements; tests never read or write the user's cache.
+    monkeypatch.setenv("FALSECL_PRECISION_CACHE", str(tmp_path_factory.mktemp("cache") / "precision.json"))

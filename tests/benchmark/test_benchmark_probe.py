@@ -93,7 +93,7 @@ def test_feature_cache_is_reused_and_invalidated_when_the_backbone_changes(tmp_p
 def test_probe_loads_the_file_weights_exactly_and_refuses_another_architecture(tmp_path):
     import pytest
 
-    from falsecl.benchmark.probe import load_frozen_backbone
+    from falsecl.benchmark.frozen import load_frozen_backbone
 
     torch.manual_seed(7)
     trained = build_backbone("resnet18")
@@ -186,7 +186,7 @@ def test_test_window_features_are_cached_and_replayed_exactly(tmp_path, monkeypa
 
 
 def test_batchnorm_recalibration_fits_the_training_images_and_keeps_the_weights(tmp_path):
-    from falsecl.benchmark.probe import load_frozen_backbone, recalibrate_batchnorm, recalibrated_random_backbone
+    from falsecl.benchmark.frozen import load_frozen_backbone, recalibrate_batchnorm, recalibrated_random_backbone
 
     _, dm = _dubai_dm(tmp_path)
     model = load_frozen_backbone(None, "resnet18", 3, seed=0)

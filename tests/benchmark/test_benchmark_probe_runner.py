@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import falsecl.benchmark.resume as resume_mod
 import falsecl.benchmark.runner as runner_mod
 from falsecl.benchmark import Method, run_benchmark
 from falsecl.datasets.subsets import label_fraction_subset, load_ids
@@ -67,7 +68,7 @@ def test_provenance_bn_control_priority_repro_and_resume_from_published(tmp_path
     monkeypatch.setattr(runner_mod, "_subprocess_runner", fake)
     state = {"git_commit": "abc123", "git_dirty": False, "code_version": "tree1"}
     monkeypatch.setattr(runner_mod, "git_state", lambda: dict(state))
-    monkeypatch.setattr(runner_mod, "same_code", lambda commit: commit == "abc123")
+    monkeypatch.setattr(resume_mod, "same_code", lambda commit: commit == "abc123")
     assert prov.git_state()["git_commit"]  # the real one, in this checkout
     methods = [Method("late", "x.yaml", priority=2), Method("random_init"),
                Method("random_init_bn", bn_recalibration=True), Method("ssl", "x.yaml")]

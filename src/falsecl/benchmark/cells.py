@@ -28,7 +28,7 @@ class Method:
         finetune: ``False``: linear-probe cells only, no fine-tuning cells (to fit a budget).
         bn_recalibration: Without ``pretrain_config``: the random initialisation with its BatchNorm statistics
             refitted on the training images (no labels), the stronger control of a pretrained backbone's
-            dataset-fitted statistics (:func:`falsecl.benchmark.probe.recalibrate_batchnorm`).
+            dataset-fitted statistics (:func:`falsecl.benchmark.frozen.recalibrate_batchnorm`).
         priority: Run tier: every cell of tier 1 (all seeds) runs before any of tier 2, and so on, so that a run
             cut short holds the methods that answer the question first.
     """

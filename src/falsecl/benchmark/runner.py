@@ -24,7 +24,6 @@ reproducibility figure.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -43,10 +42,10 @@ from falsecl.benchmark.cells import (
     progress_line,
     save_cell_result,
 )
-from falsecl.benchmark.provenance import config_hash, git_state, pretrain_record, same_code
+from falsecl.benchmark.provenance import git_state, pretrain_record
 from falsecl.benchmark.report import write_report
-
-Runner = Callable[[list[str]], int]
+from falsecl.benchmark.resume import cell_config_hash, published_cells, repro_cells
+from falsecl.benchmark.steps import train_step
 
 __all__ = ["Cell", "Method", "plan_cells", "run_benchmark"]
 
@@ -54,58 +53,6 @@ __all__ = ["Cell", "Method", "plan_cells", "run_benchmark"]
 def _subprocess_runner(args: list[str]) -> int:
     print("$ falsecl " + " ".join(args), flush=True)
     return subprocess.call([sys.executable, "-m", "falsecl.cli", *args])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def _wait_for_lock(run_dir: Path, poll_s: float = 10.0) -> None:
-    """Wait while another live process holds ``run_dir/LOCK`` and the step is not done."""
-    lock = run_dir / "LOCK"
-    while lock.is_file() and not (run_dir / "DONE").is_file():
-        try:
-            pid = int(lock.read_text().split()[0])
-        except (ValueError, IndexError):
-            return
-        if pid == os.getpid() or not _pid_alive(pid):
-            return
-        time.sleep(poll_s)
-
-
-def _done_wall(run_dir: Path) -> float | None:
-    """Wall seconds recorded in ``DONE`` (``None`` for the older plain-timestamp marker)."""
-    try:
-        return float(json.loads((run_dir / "DONE").read_text())["wall_s"])
-    except (ValueError, KeyError, TypeError, OSError):
-        return None
-
-
-def _train_step(cmd: str, config: str, run_dir: Path, extra: Sequence[str], run: Runner) -> float | None:
-    """Run a training sub-command unless done; resume it when a last checkpoint exists. Returns its wall time."""
-    _wait_for_lock(run_dir)
-    if (run_dir / "DONE").is_file():
-        return _done_wall(run_dir)
-    args = [cmd, "--config", config, "--trainer.default_root_dir", str(run_dir), *extra]
-    if (run_dir / "checkpoints" / "last.ckpt").is_file():
-        args += ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
-    start = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "LOCK").write_text(f"{os.getpid()}\n")
-    try:
-        code = run(args)
-    finally:
-        (run_dir / "LOCK").unlink(missing_ok=True)
-    if code != 0:
-        raise RuntimeError(f"'falsecl {cmd}' failed with exit code {code} for {run_dir}; fix it and rerun the "
-                           "benchmark: finished steps are kept and this one resumes")
-    wall = time.perf_counter() - start
-    (run_dir / "DONE").write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": wall}))
-    return wall
 
 
 def _finetune_data(config: str) -> dict[str, Any]:
@@ -217,24 +164,24 @@ def run_benchmark(
     pre_seeds = _narrow(list(pretrain_seeds if pretrain_seeds is not None else [0]), select_seeds and
                         [s for s in select_seeds if s in (pretrain_seeds or [0])], "seeds")
     cells = plan_cells(chosen, ft_fr, ft_seeds, pre_seeds, pr_fr)
-    repro_cells = _repro_cells(repro or [], by_name, cells)
+    reruns = repro_cells(repro or [], by_name, cells)
     out = Path(output_dir)
     if dry_run:
-        for cell in [*cells, *repro_cells]:
+        for cell in [*cells, *reruns]:
             method = by_name[cell.method]
             print(f"{cell.slug}: pretrain={method.pretrain_config or 'none (random init)'}")
-        pretrainings = {(c.method, c.pretrain_seed, c.repro) for c in [*cells, *repro_cells]
+        pretrainings = {(c.method, c.pretrain_seed, c.repro) for c in [*cells, *reruns]
                         if by_name[c.method].pretrain_config is not None}
-        print(f"{len(cells) + len(repro_cells)} cells, {len(pretrainings)} pretrainings")
+        print(f"{len(cells) + len(reruns)} cells, {len(pretrainings)} pretrainings")
         return []
     out.mkdir(parents=True, exist_ok=True)
     data = _finetune_data(finetune_config)
-    state = _State([*cells, *repro_cells],
+    state = _State([*cells, *reruns],
                    [out / m.name / f"pretrain_seed{p}" for m in chosen if m.pretrain_config is not None
                     for p in sorted({c.pretrain_seed for c in cells if c.method == m.name})]
                    + [out / "repro" / c.method / f"pretrain_seed{c.pretrain_seed}"
                       for c in dict.fromkeys(Cell(c.method, 0, 0, c.pretrain_seed, "probe", True)
-                                             for c in repro_cells)])
+                                             for c in reruns)])
     record = {
         "arguments": {"methods": [vars(m) for m in methods], "finetune_config": finetune_config,
                       "finetune_data": data, "label_fractions": ft_fr, "probe_fractions": pr_fr,
@@ -249,7 +196,7 @@ def run_benchmark(
         "method_info": [{"name": m.name, "pretrained": m.pretrain_config is not None or m.bn_recalibration,
                          "base": m.base, "priority": m.priority} for m in methods],
     }
-    all_cells = [*cells, *repro_cells]
+    all_cells = [*cells, *reruns]
     if report_only:
         results = [r for r in (load_cell_result(out / c.slug) for c in all_cells) if r is not None]
         _finish(out, record, data, results, chosen, title, publish_dir, publish_name)
@@ -259,9 +206,9 @@ def run_benchmark(
     settings = {"finetune_config": finetune_config, "data": data, "pretrain_args": pretrain_args,
                 "finetune_args": finetune_args, "evaluate_args": evaluate_args, "probe_window": probe_window,
                 "probe_steps": probe_steps}
-    hashes = {c: _cell_config_hash(c, by_name[c.method], settings) for c in all_cells}
+    hashes = {c: cell_config_hash(c, by_name[c.method], settings) for c in all_cells}
     if resume_published and publish_dir is not None:
-        _resume_published(Path(publish_dir) / f"{publish_name}_results.json", all_cells, hashes, out)
+        published_cells(Path(publish_dir) / f"{publish_name}_results.json", all_cells, hashes, out)
     backbones: dict[tuple[str, int, bool], tuple[str | None, float | None]] = {}
 
     def backbone_of(method: Method, p: int, rerun: bool = False) -> tuple[str | None, float | None]:
@@ -269,8 +216,8 @@ def run_benchmark(
         if (method.name, p, rerun) not in backbones:
             pre_dir = out / ("repro" if rerun else ".") / method.name / f"pretrain_seed{p}"
             if method.pretrain_config is None and method.bn_recalibration:
+                from falsecl.benchmark.frozen import recalibrated_random_backbone
                 from falsecl.benchmark.panel import probe_data_module
-                from falsecl.benchmark.probe import recalibrated_random_backbone
 
                 start = time.perf_counter()
                 path = recalibrated_random_backbone(pre_dir / "backbone.pt", probe_data_module(data, out), p)
@@ -279,7 +226,7 @@ def run_benchmark(
                 backbones[(method.name, p, rerun)] = (None, None)
             else:
                 print(f"pretraining {method.name} seed {p}" + (" (reproduction)" if rerun else ""), flush=True)
-                wall = _train_step("pretrain", method.pretrain_config, pre_dir,
+                wall = train_step("pretrain", method.pretrain_config, pre_dir,
                                    [*(pretrain_args or []), *method.pretrain_args, "--seed_everything", str(p)],
                                    _subprocess_runner)
                 backbones[(method.name, p, rerun)] = (str(pre_dir / "backbone.pt"), wall)
@@ -307,84 +254,14 @@ def run_benchmark(
                                finetune_config, data, finetune_args, evaluate_args, out, state, provenance)
             _report_now_and_then(state, out, title)
         if tier == first_tier:
-            for m, p in dict.fromkeys((c.method, c.pretrain_seed) for c in repro_cells):
-                mine_r = [c for c in repro_cells if (c.method, c.pretrain_seed) == (m, p)]
+            for m, p in dict.fromkeys((c.method, c.pretrain_seed) for c in reruns):
+                mine_r = [c for c in reruns if (c.method, c.pretrain_seed) == (m, p)]
                 _run_probe_cells(mine_r, partial(backbone_of, by_name[m], p, True), p, data, out,
                                  probe_window, probe_steps, state, provenance)
                 _report_now_and_then(state, out, title)
     record["wall_time"] = f"{time.perf_counter() - state.start:.0f} s in this run"
     _finish(out, record, data, state.results, chosen, title, publish_dir, publish_name)
     return state.results
-
-
-def _repro_cells(repro: list[dict[str, Any]], by_name: dict[str, Method], cells: list[Cell]) -> list[Cell]:
-    """The probe cells of each ``{"method", "pretrain_seed"}`` to rerun from scratch (``repro=True``)."""
-    out = []
-    for entry in repro:
-        name, p = str(entry.get("method")), int(entry.get("pretrain_seed", 0))
-        if name not in by_name or by_name[name].pretrain_config is None:
-            raise ValueError(f"repro: {name!r} is not a pretrained method of the benchmark; name one of "
-                             f"{[m.name for m in by_name.values() if m.pretrain_config]}")
-        out += [Cell(c.method, c.label_fraction, c.finetune_seed, c.pretrain_seed, c.protocol, True) for c in cells
-                if c.method == name and c.pretrain_seed == p and c.protocol == "probe"]
-    return out
-
-
-def _cell_config_hash(cell: Cell, method: Method, settings: dict[str, Any]) -> str:
-    """The cell's resolved configuration hash (what a published cell must match to be reused)."""
-    own = {k: v for k, v in vars(method).items() if k != "priority"}
-    resolved: dict[str, Any] = {
-        "method": own, "protocol": cell.protocol,
-        "pretrain_config": None if method.pretrain_config is None else {"file": method.pretrain_config},
-        "pretrain_args": settings["pretrain_args"], "data": settings["data"],
-    }
-    if cell.protocol == "probe":
-        resolved.update(probe_window=settings["probe_window"], probe_steps=settings["probe_steps"])
-    else:
-        resolved.update(finetune_config={"file": settings["finetune_config"]},
-                        finetune_args=settings["finetune_args"], evaluate_args=settings["evaluate_args"])
-    return config_hash(resolved)
-
-
-def _cell_id(r: dict[str, Any]) -> tuple[str, str, float, int, int, bool]:
-    return (str(r["method"]), str(r.get("protocol", "finetune")), float(r["label_fraction"]),
-            int(r.get("pretrain_seed") or 0), int(r.get("finetune_seed") or 0), bool(r.get("repro")))
-
-
-def _resume_published(path: Path, cells: list[Cell], hashes: dict[Cell, str], out: Path) -> int:
-    """Copy the published results of planned, not yet finished cells into ``out`` when they may be reused.
-
-    A published cell is reused when its ``config_hash`` is the cell's current one and its commit's code
-    (``src/``, ``configs/``) equals the checkout's; otherwise it is rerun, and the reason printed.
-
-    Returns:
-        The number of cells reused.
-    """
-    if not path.is_file():
-        return 0
-    published = {_cell_id(r): r for r in json.loads(path.read_text()) if isinstance(r, dict) and "method" in r}
-    reused, refused = 0, []
-    checked: dict[str, bool] = {}
-    for cell in cells:
-        r = published.get((cell.method, cell.protocol, cell.label_fraction, cell.pretrain_seed,
-                           cell.finetune_seed, cell.repro))
-        if r is None or load_cell_result(out / cell.slug) is not None:
-            continue
-        commit = r.get("git_commit")
-        if commit and commit not in checked:
-            checked[commit] = same_code(str(commit))
-        if r.get("config_hash") != hashes[cell] or not commit or r.get("git_dirty") or not checked[str(commit)]:
-            refused.append(cell.slug)
-            continue
-        cell_dir = out / cell.slug
-        cell_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cell_dir / "result.json.tmp"
-        tmp.write_text(json.dumps({**r, "resumed_from": str(path)}, indent=2) + "\n")
-        tmp.replace(cell_dir / "result.json")
-        reused += 1
-    print(f"resumed {reused} cells from {path}" + (f"; {len(refused)} published cells rerun (another configuration "
-          f"or code version), e.g. {refused[0]}" if refused else ""), flush=True)
-    return reused
 
 
 def _finish(out: Path, record: dict[str, Any], data: dict[str, Any], results: list[dict[str, Any]],
@@ -503,7 +380,7 @@ def _run_finetune_cell(cell: Cell, method: Method, backbone_of: Backbone, config
         # so that random initialisation varies over the pretraining seeds too.
         extra += ["--data.label_fraction", str(cell.label_fraction), "--data.seed", str(cell.finetune_seed),
                   "--seed_everything", str(cell.finetune_seed + 1000 * cell.pretrain_seed)]
-        _train_step("finetune", config, cell_dir, extra, _subprocess_runner)
+        train_step("finetune", config, cell_dir, extra, _subprocess_runner)
         metrics_path = cell_dir / "eval" / "metrics.json"
         if not metrics_path.is_file():
             data_args = [a for k in ("dataset", "root") if k in data for a in (f"--{k}", str(data[k]))]

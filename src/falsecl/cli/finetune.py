@@ -13,7 +13,6 @@ resolved ``config.yaml``), ``csv/metrics.csv``, and the data's ``label_subset.tx
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,9 +23,10 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from falsecl.calibration import trainer_precision
 from falsecl.cli.common import Failure, run_reporting
 from falsecl.model_card import ModelCardCallback
-from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision, trainer_precision
+from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision
 from falsecl.tasks.base import AtomicCheckpointIO
 from falsecl.tasks.run_guards import HintingLightningParser, removed_on_failed_start, run_callbacks
 from falsecl.tasks.segmentation import SegmentationTask
@@ -46,10 +46,11 @@ class FinetuneCLI(LightningCLI):
         """Point the trainer, loggers and checkpoints at ``runs/<name>`` unless the config says otherwise."""
         trainer_cfg = self.config_init.get("trainer", {})
         explicit = self.config.get("trainer", {}).get("precision")
-        precision = trainer_precision(self.config.get("precision"), explicit, trainer_cfg.get("accelerator"))
+        precision = trainer_precision(
+            self.config.get("precision"), explicit, trainer_cfg.get("accelerator"), self.model, self.datamodule
+        )
         if precision is not None:
             kwargs["precision"] = precision
-            print(f"falsecl finetune: precision {self.config.get('precision')} -> {precision}", file=sys.stderr)
         if trainer_cfg.get("default_root_dir") is None:
             root = Path(self.config["runs_dir"]) / self.config["name"]
             kwargs["default_root_dir"] = str(root)

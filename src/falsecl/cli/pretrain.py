@@ -17,7 +17,6 @@ checkpoint it starts anew.
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,10 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from falsecl.calibration import trainer_precision
 from falsecl.cli.common import USAGE, Failure, run_reporting
 from falsecl.datamodules import SSLDataModule
-from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision, trainer_precision
+from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision
 from falsecl.tasks.base import AtomicCheckpointIO, NonFiniteLossError, PretrainTask
 from falsecl.tasks.run_guards import HintingLightningParser, removed_on_failed_start, run_callbacks
 
@@ -57,11 +57,11 @@ class PretrainCLI(LightningCLI):
         """Add the run defaults that depend on ``default_root_dir``: loggers, checkpointing, atomic writes."""
         config = self._get(self.config_init, "trainer", default={})
         precision = trainer_precision(
-            self.config.get("precision"), self.config.get("trainer", {}).get("precision"), config.get("accelerator")
+            self.config.get("precision"), self.config.get("trainer", {}).get("precision"), config.get("accelerator"),
+            self.model, self.datamodule,  # auto: measured on this model at this batch and crop size
         )
         if precision is not None:
             kwargs["precision"] = precision
-            print(f"falsecl pretrain: precision {self.config.get('precision')} -> {precision}", file=sys.stderr)
         root = Path(config.get("default_root_dir") or DEFAULT_ROOT)
         if self.config.get("name"):
             root = Path("runs") / self.config["name"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from falsecl.calibration import choose_precision
 from falsecl.inference.preview import class_colours, class_labels
 from falsecl.inference.sliding_window import Blend, SlidingWindowPredictor
 from falsecl.tasks.segmentation import SegmentationTask
@@ -270,9 +271,14 @@ def make_predictor(
     batch_size: int,
     precision: str = "32-true",
 ) -> SlidingWindowPredictor:
-    """A :class:`SlidingWindowPredictor` normalising with the checkpoint's band statistics."""
+    """A :class:`SlidingWindowPredictor` normalising with the checkpoint's band statistics.
+
+    ``precision="auto"`` is measured on this model at this window and batch
+    (:func:`falsecl.calibration.choose_precision`: fp32 or bf16, contiguous or channels-last, cached per CPU) and
+    prints its choice.
+    """
     hp = task.hp
-    return SlidingWindowPredictor(
+    predictor = SlidingWindowPredictor(
         task,
         window=window,
         overlap=overlap,
@@ -285,3 +291,8 @@ def make_predictor(
         in_channels=int(hp.in_channels),
         precision=precision,
     )
+    if precision == "auto":
+        predictor.use_precision(
+            choose_precision("auto", predictor.device, training=False, workload=predictor.calibration_workload)
+        )
+    return predictor

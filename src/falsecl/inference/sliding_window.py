@@ -11,7 +11,11 @@ does not grow with the image (about 60 MB of logit sums for six classes and a 51
 (``falsecl evaluate``, the probe) are thin consumers of it; this module reads and writes no file.
 
 With ``precision="bf16-mixed"`` only the model's forward pass runs under bf16 autocast; its logits are cast to
-fp32 before blending, so the blending arithmetic is the same in both precisions.
+fp32 before blending, so the blending arithmetic is the same in both precisions. ``precision="auto"`` here is
+the fallback rule (bf16 where the device runs it natively); the product's commands measure instead
+(:func:`falsecl.inference.checkpoint.make_predictor` times :meth:`SlidingWindowPredictor.calibration_workload`
+with :func:`falsecl.calibration.choose_precision` and applies the result with
+:meth:`SlidingWindowPredictor.use_precision`), so this core stays free of the calibration cache file.
 
 Blending follows the usual practice of overlapping-tile segmentation (e.g. nnU-Net's Gaussian importance map,
 sigma = window / 8): predictions near a window's border see less context, so they get less weight.
@@ -19,6 +23,7 @@ sigma = window / 8): predictions near a window's border see less context, so the
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -26,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from falsecl.precision import resolve_precision
+from falsecl.precision import PrecisionChoice, Workload, resolve_precision, to_memory_format
 from falsecl.tiling import window_starts
 from falsecl.transforms import normalize
 
@@ -125,7 +130,8 @@ class SlidingWindowPredictor:
         panel_width: Images wider than this are processed in vertical panels of this many columns, so that
             memory is bounded in the width as well as in the height.
         precision: ``"32-true"``, ``"bf16-mixed"`` (bf16 autocast on the forward pass only) or ``"auto"``
-            (:func:`falsecl.precision.resolve_precision`: bf16 where the device runs it natively).
+            (:func:`falsecl.precision.resolve_precision`: bf16 where the device runs it natively; see
+            :meth:`use_precision` for a measured choice).
     """
 
     def __init__(
@@ -173,6 +179,7 @@ class SlidingWindowPredictor:
         self.in_channels = in_channels if in_channels is not None else first_conv_in_channels(model)
         self.panel_width = max(int(panel_width), 1)
         self.precision = resolve_precision(precision, self.device)
+        self.channels_last = False
         if self.precision not in ("32-true", "bf16-mixed"):
             raise ValueError(f"precision must be '32-true', 'bf16-mixed' or 'auto', got {precision!r}")
         if self.mean is not None and self.in_channels is not None and len(self.mean) != self.in_channels:
@@ -182,6 +189,29 @@ class SlidingWindowPredictor:
             )
 
     # ------------------------------------------------------------------ model
+    def calibration_workload(self) -> Workload:
+        """A forward pass of a copy of the model on one batch of random windows (what ``auto`` times)."""
+        hp = getattr(self.model, "hparams", {})
+        stride = f"os{hp['output_stride']}" if "output_stride" in hp else None
+        parts = [type(self.model).__name__, hp.get("arch"), stride]
+        millions = sum(p.numel() for p in self.model.parameters()) / 1e6
+        side = self.window + (-self.window) % self.pad_multiple
+        windows = torch.randn(self.batch_size, self.in_channels or 3, side, side, device=self.device)
+
+        def step(module: nn.Module, x: Tensor) -> Tensor:
+            out: Tensor = module(x)
+            return out
+
+        name = f"{' '.join(str(p) for p in parts if p)} ({millions:.1f} M parameters)"
+        return Workload(name, copy.deepcopy(self.model), (windows,), step)
+
+    def use_precision(self, choice: PrecisionChoice) -> None:
+        """Run in a measured precision and memory format (:func:`falsecl.calibration.choose_precision`)."""
+        if choice.precision not in ("32-true", "bf16-mixed"):
+            raise ValueError(f"precision must be '32-true' or 'bf16-mixed', got {choice.precision!r}")
+        self.precision, self.channels_last = choice.precision, choice.channels_last
+        self.model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
     @torch.inference_mode()
     def _forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, K, h, w)`` of a normalised batch ``(B, C, h, w)``; pads, averages flips if asked."""
@@ -190,6 +220,8 @@ class SlidingWindowPredictor:
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
+        if self.channels_last:
+            x = to_memory_format(x, True)
 
         bf16 = self.precision == "bf16-mixed"
 

@@ -13,6 +13,7 @@ Batches are ``{"views": [v0, v1]}`` with two normalised views ``(B, C, h, w)``, 
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from falsecl.models.backbones import BACKBONE_DIMS, build_backbone, save_backbone_file
+from falsecl.precision import Workload, data_in_channels, to_memory_format
 
 Optimizer = Literal["lars", "sgd", "adamw"]
 
@@ -142,6 +144,9 @@ class PretrainTask(LightningModule):
         self.backbone_file = backbone_file
         self._built = False
         self._batch_start: float | None = None
+        #: Train in channels-last memory (set by ``--precision auto`` where it measured faster; not a
+        #: hyper-parameter: it depends on the machine, not on the model).
+        self.channels_last = False
 
     # ------------------------------------------------------------------------------------------ building
     @property
@@ -182,7 +187,34 @@ class PretrainTask(LightningModule):
         if self.in_channels is not None:
             self.configure_model()
 
+    def calibration_workload(self, data: Any) -> Workload:
+        """One pretraining step of a copy of this model on random views of the run's batch and crop size.
+
+        Args:
+            data: The datamodule (``batch_size``, ``crop_size``, bands); 64 x 96 px x 3 bands when it lacks them.
+
+        Returns:
+            The :class:`falsecl.precision.Workload` that ``--precision auto`` times (two views ``(B, C, h, w)``).
+        """
+        probe = copy.deepcopy(self)
+        if probe.in_channels is None:
+            probe.in_channels = data_in_channels(data)
+        probe.configure_model()
+        batch, size = int(getattr(data, "batch_size", 64)), int(getattr(data, "crop_size", 96))
+        views = tuple(torch.randn(batch, probe.in_channels, size, size) for _ in range(2))
+
+        def step(module: PretrainTask, v0: Tensor, v1: Tensor) -> Tensor:
+            return module.pretrain_loss(v0, v1)[0]
+
+        heads = [f"{k} {v}" for k, v in self.hparams.items() if k in ("loss", "hidden_dim", "output_dim")]
+        return Workload(f"{type(self).__name__} {self.arch} ({', '.join(heads)})", probe, views, step)
+
     # ------------------------------------------------------------------------------------------ training
+    def on_fit_start(self) -> None:
+        """Move weights (and momentum copies) to channels-last memory when :attr:`channels_last` is set."""
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
     def forward(self, x: Tensor) -> Tensor:
         """Backbone features ``(B, feature_dim)`` of normalised images ``(B, C, H, W)``."""
         out: Tensor = self.backbone(x)
@@ -217,7 +249,8 @@ class PretrainTask(LightningModule):
                 "use falsecl.datamodules.SSLDataModule"
             )
         meta = {k: v for k, v in batch.items() if k != "views" and isinstance(v, Tensor)}
-        loss, stats = self.pretrain_loss(views[0], views[1], meta)
+        v0, v1 = (to_memory_format(v, self.channels_last) for v in views[:2])
+        loss, stats = self.pretrain_loss(v0, v1, meta)
         self._check_finite(loss)
         batch_size = views[0].shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)

@@ -18,6 +18,7 @@ classes. Values not given are pulled from the datamodule at ``setup``.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, cast
 
@@ -29,6 +30,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from falsecl.metrics import IGNORE_INDEX, confusion_matrix_metric, metrics_from_confusion
 from falsecl.models.segmentation import build_deeplabv3plus, load_encoder_weights
+from falsecl.precision import Workload, data_in_channels, to_memory_format
 
 #: Hyper-parameter -> datamodule attribute copied into it at ``setup`` when not given explicitly. Attributes a
 #: datamodule lacks are skipped (``getattr`` fallback), so older datamodules still work.
@@ -154,6 +156,9 @@ class SegmentationTask(LightningModule):
         self.model: nn.Module | None = None
         self.val_confusion: MulticlassConfusionMatrix | None = None
         self._backbone_loaded = False
+        #: Train in channels-last memory (set by ``--precision auto`` where it measured faster; machine-dependent,
+        #: so not a hyper-parameter).
+        self.channels_last = False
         if in_channels is not None and num_classes is not None:
             self._build()
 
@@ -227,7 +232,40 @@ class SegmentationTask(LightningModule):
             self.encoder.eval()
         return self
 
+    def calibration_workload(self, data: Any) -> Workload:
+        """One training step of a copy of this DeepLabv3+ on random crops of the run's batch and crop size.
+
+        Args:
+            data: The datamodule (``batch_size``, ``crop_size`` or ``patch_size``, bands, ``num_classes``).
+
+        Returns:
+            The :class:`falsecl.precision.Workload` that ``--precision auto`` times: images ``(B, C, h, w)``
+            and masks ``(B, h, w)``, ``h`` rounded up to a multiple of 16.
+        """
+        hp = self.hp
+        channels = int(hp.in_channels or data_in_channels(data))
+        classes = int(hp.num_classes or getattr(data, "num_classes", 0) or 2)
+        model = copy.deepcopy(self.model) if self.model is not None else None
+        if model is None:
+            model = build_deeplabv3plus(hp.arch, channels, classes, hp.output_stride)
+        batch = int(getattr(data, "batch_size", 8))
+        crop: Any = getattr(data, "crop_size", None) or getattr(data, "patch_size", 256)
+        size = int(crop)
+        size += (-size) % 16
+        image = torch.randn(batch, channels, size, size)
+        mask = torch.randint(0, classes, (batch, size, size))
+
+        def step(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+            return F.cross_entropy(module(x), y)
+
+        return Workload(f"DeepLabv3+ {hp.arch} os{hp.output_stride}", model, (image, mask), step)
+
     # ------------------------------------------------------------------ forward / steps
+    def on_fit_start(self) -> None:
+        """Move the weights to channels-last memory when :attr:`channels_last` is set."""
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, K, H, W)`` of a normalised batch ``(B, C, H, W)`` (padded to a multiple of 16)."""
         if self.model is None:
@@ -236,7 +274,7 @@ class SegmentationTask(LightningModule):
         ph, pw = (-h) % 16, (-w) % 16
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
-        logits: Tensor = self.model(x)
+        logits: Tensor = self.model(to_memory_format(x, self.channels_last) if self.channels_last else x)
         return logits[..., :h, :w]
 
     def _loss(self, logits: Tensor, mask: Tensor) -> Tensor:
