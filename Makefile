@@ -57,11 +57,11 @@ demo: $(STAMP)
 	    $(DEMO_FINETUNE_ARGS)
 	@echo "finetune   $$(( $$(date +%s) - $$(cat $(DEMO)/stage) )) s" >> $(DEMO)/timings.txt; date +%s > $(DEMO)/stage
 	$(BIN)/falsecl evaluate --checkpoint $(DEMO)/finetune --split test --window 512 --overlap 0.25 \
-	    --precision bf16-mixed --progress false --output_dir $(DEMO)/eval $(DEMO_EVAL_ARGS)
+	    --precision auto --progress false --output_dir $(DEMO)/eval $(DEMO_EVAL_ARGS)
 	@echo "evaluate   $$(( $$(date +%s) - $$(cat $(DEMO)/stage) )) s" >> $(DEMO)/timings.txt; date +%s > $(DEMO)/stage
 	$(BIN)/falsecl predict --checkpoint $(DEMO)/finetune --input "$(DEMO_IMAGE)" \
 	    --output $(DEMO)/prediction.tif --preview $(DEMO)/prediction.png --window 512 \
-	    --precision bf16-mixed --overwrite true
+	    --precision auto --overwrite true
 	@echo "predict    $$(( $$(date +%s) - $$(cat $(DEMO)/stage) )) s" >> $(DEMO)/timings.txt
 	@echo
 	@echo "================ falsecl demo: DeepLabv3+ on 25 % of the labels, whole test tiles 3 and 8 ================"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,50 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from rasterio.enums import MaskFlags
-from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from falsecl.datasets import io
 from falsecl.datasets.base import SegmentationDataset
 from falsecl.datasets.errors import DatasetError
 from falsecl.datasets.heldout import HeldOutRules, summarise
-from falsecl.datasets.io import IGNORE_INDEX, is_tiff
+from falsecl.datasets.io import IGNORE_INDEX, has_invalid_pixels, read_valid
 from falsecl.datasets.readspeed import warn_slow_layouts
 from falsecl.datasets.subsets import files_digest
 from falsecl.datasets.unlabeled import UnlabeledImagery
 from falsecl.tiling import Patch
-
-
-def _read_valid_fallback(path: Path, row: int, col: int, height: int, width: int) -> NDArray[np.bool_]:
-    """GDAL's dataset mask of a GeoTIFF window (nodata, internal/external mask, alpha), False outside the image.
-
-    Used until :mod:`falsecl.datasets.io` provides ``read_valid`` (then that one is used: one definition).
-    """
-    out = np.zeros((height, width), dtype=bool)
-    src = io._rasterio_open(path) if is_tiff(path) else None
-    info = io.read_info(path)
-    h, w = max(0, min(height, info.height - row)), max(0, min(width, info.width - col))
-    if src is None or all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums):
-        out[:h, :w] = True
-    elif h and w:
-        out[:h, :w] = np.asarray(src.dataset_mask(window=Window(col, row, w, h))) != 0
-    return out
-
-
-#: Validity of a window: ``(path, row, col, height, width) -> (height, width)`` booleans, False outside.
-read_valid: Callable[[Path, int, int, int, int], NDArray[np.bool_]] = getattr(io, "read_valid", _read_valid_fallback)
-
-
-def _has_invalid_fallback(path: Path) -> bool:
-    if not is_tiff(path):
-        return False
-    return any(MaskFlags.all_valid not in flags for flags in io._rasterio_open(path).mask_flag_enums)
-
-
-#: Whether a file declares invalid pixels at all (files that do not are valid everywhere inside the image).
-has_invalid_pixels: Callable[[Path], bool] = getattr(io, "has_invalid_pixels", _has_invalid_fallback)
 
 
 def majority_class(mask: NDArray[Any], num_classes: int) -> int:

@@ -35,7 +35,7 @@ def _run_folder_of(path: Path) -> Path:
     """``runs/<name>`` of a run folder, of ``runs/<name>/checkpoints/x.ckpt`` or of ``runs/<name>/backbone.pt``."""
     if path.is_dir():
         return path
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return run_folder(path) or path.parent
 
 
 def pretraining_run_message(path: Path) -> str | None:

@@ -360,6 +360,7 @@ def evaluate_checkpoint(
         "blend": blend,
         "tta": tta,
         "precision": predictor.precision,
+        "channels_last": predictor.channels_last,
         "output_stride": int(task.hp.output_stride),
         "seconds": round(seconds, 3),
         "allow_held_out": held_out is not None,
