@@ -49,6 +49,26 @@ def test_value_range_is_the_dtype_and_percentiles_of_the_raw_pixels() -> None:
     np.testing.assert_allclose(ranges, np.percentile(pixels, [1, 99], axis=1).T)
 
 
+class MaskedPatches(Patches):
+    """Patches with a validity mask (as the pretraining pool has): the left half is nodata fill."""
+
+    def read_valid(self, index: int) -> np.ndarray:
+        valid = np.ones(self.arrays[index].shape[1:], bool)
+        valid[:, : valid.shape[1] // 2] = False
+        return valid
+
+
+def test_value_range_ignores_invalid_pixels() -> None:
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 4096, size=(2, 16, 16), dtype=np.uint16) for _ in range(5)]
+    for a in arrays:
+        a[:, :, :8] = 65535  # nodata under the mask
+    dtype, ranges = value_range(MaskedPatches(arrays), max_patches=5)
+    pixels = np.concatenate([a[:, :, 8:].reshape(2, -1) for a in arrays], axis=1).astype(np.float64)
+    assert dtype == "uint16" and max(hi for _, hi in ranges) < 4096
+    np.testing.assert_allclose(ranges, np.percentile(pixels, [1, 99], axis=1).T)
+
+
 def test_the_task_records_it_from_the_datamodule() -> None:
     dm = SimpleNamespace(in_channels=3, num_classes=2, mean=MEAN, std=STD, input_dtype="uint8", input_range=TRAINED)
     task = SegmentationTask()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,6 +57,29 @@ class BandStats:
         return len(self.mean)
 
 
+def sampled_pixels(dataset: PatchSource, max_patches: int, seed: int) -> Iterator[NDArray[Any]]:
+    """Raw pixels ``(C, n)`` of a seeded random sample of at most ``max_patches`` patches, valid pixels only.
+
+    A dataset with ``read_valid(i) -> (h, w)`` booleans (the pretraining pool) yields its valid pixels only, so
+    nodata fill and padding never enter what is computed from them; a patch with none is skipped.
+
+    Raises:
+        DatasetError: Empty dataset.
+    """
+    n = len(dataset)
+    if n == 0:
+        raise DatasetError("cannot compute statistics of an empty dataset")
+    rng = np.random.default_rng(seed)
+    read_valid = getattr(dataset, "read_valid", None)
+    for i in np.sort(rng.choice(n, size=min(n, max_patches), replace=False)):
+        x = dataset.read_image(int(i))
+        flat = x.reshape(x.shape[0], -1)
+        if read_valid is not None:
+            flat = flat[:, np.asarray(read_valid(int(i))).reshape(-1)]
+        if flat.shape[1]:
+            yield flat
+
+
 def compute_band_stats(dataset: PatchSource, max_patches: int = 256, seed: int = 0) -> BandStats:
     """Mean/std per band over a seeded random sample of at most ``max_patches`` patches.
 
@@ -75,34 +98,23 @@ def compute_band_stats(dataset: PatchSource, max_patches: int = 256, seed: int =
     Raises:
         DatasetError: Empty dataset.
     """
-    n = len(dataset)
-    if n == 0:
-        raise DatasetError("cannot compute band statistics of an empty dataset")
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(n, size=min(n, max_patches), replace=False))
-    first = dataset.read_image(int(chosen[0]))
-    total = np.zeros(first.shape[0])
-    sq = np.zeros(first.shape[0])
-    peak = np.full(first.shape[0], -np.inf)
-    count = 0
-    read_valid = getattr(dataset, "read_valid", None)
-    for i in chosen:
-        x = dataset.read_image(int(i)).astype(np.float64)
-        flat = x.reshape(x.shape[0], -1)
-        if read_valid is not None:
-            flat = flat[:, np.asarray(read_valid(int(i))).reshape(-1)]
-            if flat.shape[1] == 0:
-                continue
+    total: NDArray[np.float64] | None = None
+    sq = peak = total
+    count, patches = 0, min(len(dataset), max_patches)
+    for pixels in sampled_pixels(dataset, max_patches, seed):
+        flat = pixels.astype(np.float64)
+        if total is None or sq is None or peak is None:
+            total, sq, peak = np.zeros(flat.shape[0]), np.zeros(flat.shape[0]), np.full(flat.shape[0], -np.inf)
         total += flat.sum(1)
         sq += (flat * flat).sum(1)
         peak = np.maximum(peak, flat.max(1))
         count += flat.shape[1]
-    if count == 0:
+    if count == 0 or total is None or sq is None or peak is None:
         raise DatasetError("no valid pixel in the patches sampled for band statistics; check the nodata value")
     mean = total / count
     var = np.maximum(sq / count - mean * mean, 0.0)
     std = [max(math.sqrt(v), 1e-6) for v in var]
-    return BandStats([float(v) for v in mean], std, [float(v) for v in peak], int(len(chosen)))
+    return BandStats([float(v) for v in mean], std, [float(v) for v in peak], patches)
 
 
 def value_range(
@@ -123,19 +135,14 @@ def value_range(
         ``(dtype, [[p1, p99] per band])``.
 
     Raises:
-        DatasetError: Empty dataset.
+        DatasetError: Empty dataset, or no valid pixel in the sample.
     """
-    n = len(dataset)
-    if n == 0:
-        raise DatasetError("cannot compute the value range of an empty dataset")
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(n, size=min(n, max_patches), replace=False))
     dtype, samples = "", []
-    for i in chosen:
-        x = dataset.read_image(int(i))
-        dtype = dtype or str(x.dtype)
-        flat = x.reshape(x.shape[0], -1)
-        samples.append(flat[:, :: max(1, flat.shape[1] // pixels_per_patch)].astype(np.float64))
+    for pixels in sampled_pixels(dataset, max_patches, seed):
+        dtype = dtype or str(pixels.dtype)
+        samples.append(pixels[:, :: max(1, pixels.shape[1] // pixels_per_patch)].astype(np.float64))
+    if not samples:
+        raise DatasetError("no valid pixel in the patches sampled for the value range; check the nodata value")
     low, high = np.percentile(np.concatenate(samples, axis=1), [1.0, 99.0], axis=1)
     return dtype, [[float(lo), float(hi)] for lo, hi in zip(low, high, strict=True)]
 
