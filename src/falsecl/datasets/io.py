@@ -275,9 +275,7 @@ def read_window(
         from rasterio.windows import Window
 
         src = _rasterio_open(path)
-        h = src.height - row if height is None else height
-        w = src.width - col if width is None else width
-        rh, rw = max(0, min(h, src.height - row)), max(0, min(w, src.width - col))
+        h, w, rh, rw = _window_size(src.height, src.width, row, col, height, width)
         image_bands = band_roles(src).image
         indexes = [image_bands[b] for b in bands] if bands is not None else image_bands
         try:
@@ -293,6 +291,15 @@ def read_window(
     if bands is not None:
         window = window[list(bands)]
     return _pad(np.ascontiguousarray(window), h, w, fill)
+
+
+def _window_size(
+    total_h: int, total_w: int, row: int, col: int, height: int | None, width: int | None
+) -> tuple[int, int, int, int]:
+    """``(h, w)`` of a window (``None``: to the border) and ``(rh, rw)``, the part of it inside the image."""
+    h = total_h - row if height is None else height
+    w = total_w - col if width is None else width
+    return h, w, max(0, min(h, total_h - row)), max(0, min(w, total_w - col))
 
 
 def has_invalid_pixels(path: Path) -> bool:
@@ -323,9 +330,7 @@ def read_valid(path: Path, row: int = 0, col: int = 0, height: int | None = None
         from rasterio.windows import Window
 
         src = _rasterio_open(path)
-        h = src.height - row if height is None else height
-        w = src.width - col if width is None else width
-        rh, rw = max(0, min(h, src.height - row)), max(0, min(w, src.width - col))
+        h, w, rh, rw = _window_size(src.height, src.width, row, col, height, width)
         valid = valid_pixels(src, Window(col, row, rw, rh)) if may_have_invalid(src) else np.ones((rh, rw), bool)
         return _pad(valid, h, w, False)
     info = read_info(path)
