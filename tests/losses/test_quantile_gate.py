@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from falsecl.losses.false import false_loss, quantile_gate
+from falsecl.losses.false import false_loss
+from falsecl.losses.gates import quantile_gate
 from falsecl.losses.moco_false import moco_false_loss
 
 

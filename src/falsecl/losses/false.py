@@ -59,69 +59,13 @@ from torch import Tensor, nn
 
 from falsecl.losses.distributed import gather, rank_and_world
 from falsecl.losses.fp32 import fp32_similarities
+from falsecl.losses.gates import GateMode, check_candidate_args, check_gate_args, quantile_gate, quantile_passes
 
 Selection = Literal["per_anchor", "official"]
 NegativesMode = Literal["keep", "eliminate"]
-GateMode = Literal["fixed", "quantile"]
 
 #: Constant the released code writes into the entries of ``diff`` it does not compare.
 OFFICIAL_FILLER = 3.0
-
-
-def check_candidate_args(temperature: float, alpha: float, threshold: float, top_k: int, negatives: str) -> None:
-    """Validate the options shared by every FALSE variant (in-batch and MoCo queue).
-
-    Raises:
-        ValueError: For a temperature <= 0, alpha outside [0, 1], threshold outside [-1, 1], top_k < 1 or an
-            unknown negatives mode.
-    """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold is a cosine and must be in [-1, 1], got {threshold}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
-    if negatives not in ("keep", "eliminate"):
-        raise ValueError(f"negatives must be 'keep' or 'eliminate', got {negatives!r}")
-
-
-def check_gate_args(gate: str, gate_quantile: float) -> None:
-    """Validate the gate options shared by every FALSE variant.
-
-    Raises:
-        ValueError: For an unknown gate or a quantile outside (0, 1].
-    """
-    if gate not in ("fixed", "quantile"):
-        raise ValueError(f"gate must be 'fixed' (the paper's rule) or 'quantile', got {gate!r}")
-    if not 0.0 < gate_quantile <= 1.0:
-        raise ValueError(f"gate_quantile is the share of rows that pass the gate, in (0, 1], got {gate_quantile}")
-
-
-def quantile_gate(positive_cos: Tensor, quantile: float) -> Tensor:
-    """The batch-relative gate value: the ``k``-th largest positive cosine, ``k = ceil(quantile * rows)``.
-
-    Args:
-        positive_cos: Anchor-positive cosines ``(R,)``.
-        quantile: Share of rows that pass, in ``(0, 1]`` (at least one row passes).
-
-    Returns:
-        0-d tensor, the smallest positive cosine that passes.
-
-    Raises:
-        ValueError: For a quantile outside (0, 1].
-    """
-    check_gate_args("quantile", quantile)
-    k = min(max(1, math.ceil(quantile * positive_cos.shape[0])), positive_cos.shape[0])
-    return positive_cos.topk(k).values[-1]
-
-
-def quantile_passes(positive_cos: Tensor, quantile: float) -> Tensor:
-    """Bool ``(R,)``: the ``ceil(quantile * R)`` rows with the largest positive cosines (exactly that many)."""
-    k = min(max(1, math.ceil(quantile * positive_cos.shape[0])), positive_cos.shape[0])
-    passes = torch.zeros_like(positive_cos, dtype=torch.bool)
-    return passes.scatter_(0, positive_cos.topk(k).indices, True)
 
 
 def _check_args(

@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from falsecl.losses.false import GateMode, check_candidate_args, check_gate_args, quantile_gate, quantile_passes
+from falsecl.losses.gates import GateMode, check_candidate_args, check_gate_args, quantile_gate, quantile_passes
 from falsecl.losses.pairs import queue_similarities
 from falsecl.losses.queue import check_self_mask, self_key_mask
 
