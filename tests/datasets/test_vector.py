@@ -197,3 +197,23 @@ def test_a_vrt_mosaic_is_a_scene(scene, tmp_path):
     assert [f.image for f in ds.files] == [vrt]
     np.testing.assert_array_equal(ds.with_patch_size(None).read_mask(0), fv.expected_mask(64, 96, BOXES, [2, 1, 0]))
     assert ds[0]["image"].shape == (3, 32, 32)
+
+
+def test_subset_fingerprint_follows_the_labels_content_not_where_they_sit(scene, tmp_path):
+    import shutil
+
+    from falsecl.datamodules import SegmentationDataModule
+
+    def fingerprint(scenes, labels):
+        dm = SegmentationDataModule(dataset="vector", root=str(scenes), labels=str(labels), class_field="class",
+                                    patch_size=16, val_block_size=32)
+        return dm.source_fingerprint(dm.make_dataset("train", 16))
+
+    scenes, labels = scene
+    before = fingerprint(scenes, labels)
+    moved = tmp_path / "moved"
+    shutil.copytree(scenes, moved / "scenes")
+    shutil.copy(labels, moved / "labels.gpkg")
+    assert fingerprint(moved / "scenes", moved / "labels.gpkg") == before  # the data moved, nothing changed
+    fv.write_labels(moved / "labels.gpkg", [fv.pixel_box(*b) for b in BOXES[:2]], VALUES[:2])
+    assert fingerprint(moved / "scenes", moved / "labels.gpkg") != before  # edited polygons: a new subset

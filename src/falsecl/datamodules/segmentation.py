@@ -7,6 +7,7 @@ Constructor arguments are simple typed values so LightningCLI YAML can set them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any, cast
@@ -251,8 +252,14 @@ class SegmentationDataModule(LightningDataModule):
             "stride": self.stride,
             "num_files": len(train.files),
             "num_patches": len(train),
-            **({"labels": str(Path(self.vector.labels or "").resolve())} if self.dataset_name == "vector" else {}),
+            **(self._labels_fingerprint() if self.dataset_name == "vector" else {}),
         }
+
+    def _labels_fingerprint(self) -> dict[str, Any]:
+        """The polygon labels by content (file name, SHA-256 of its bytes, layer, class field), not by location."""
+        path = Path(self.vector.labels or "")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
+        return {"labels": f"{path.name}:{digest}", "layer": self.vector.layer, "class_field": self.vector.class_field}
 
     def _label_subset(
         self, train: SegmentationDataset, source: dict[str, Any], run_dir: Path | None
