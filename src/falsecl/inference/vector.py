@@ -389,9 +389,9 @@ class _Writer:
             data.append(np.round(np.asarray(confs, dtype=np.float64), 2))
             fields.append("confidence")
         wkb = np.asarray([shapely.to_wkb(g) for g in geoms], dtype=object)
-        pyogrio.raw.write(
-            self.path, wkb, data, fields, crs=self.crs, driver=self.driver, geometry_type="Polygon", append=self.started
-        )
+        gpkg = {"VERSION": "1.2"} if self.driver == "GPKG" and not self.started else None  # GDAL 3.6 warns on 1.4
+        pyogrio.raw.write(self.path, wkb, data, fields, crs=self.crs, driver=self.driver, geometry_type="Polygon",
+                          append=self.started, dataset_options=gpkg)
         self.count += len(self.rows)
         self.rows, self.started = [], True
 
