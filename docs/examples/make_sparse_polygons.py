@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     labels.unlink(missing_ok=True)
     pyogrio.raw.write(labels, np.array([shapely.to_wkb(g) for g in geoms], dtype=object),
                       [np.array(values, dtype=object)], ["class"], layer="labels", geometry_type="Polygon",
-                      crs=args.label_crs, driver="GPKG", dataset_options={"VERSION": "1.2"})  # QGIS 3.22 reads 1.2 plainly
+                      crs=args.label_crs, driver="GPKG",
+                      dataset_options={"VERSION": "1.2"})  # GDAL 3.6 (QGIS 3.22) reads 1.2 without a warning
     for tile in args.test_tiles:
         images = sorted((Path(args.root) / f"Tile {tile}" / "images").glob("*.jpg"))
         for k, image in enumerate(images[: args.scenes_per_tile] if args.scenes_per_tile else images):
