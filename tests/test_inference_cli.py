@@ -1,7 +1,6 @@
 import json
 from pathlib import Path
 
-import lightning
 import numpy as np
 import pytest
 import rasterio
@@ -16,6 +15,7 @@ from falsecl.inference import SlidingWindowPredictor
 from falsecl.inference.checkpoint import load_task, make_predictor
 from falsecl.inference.evaluation import evaluate_images
 from falsecl.tasks.segmentation import SegmentationTask
+from tests.data.checkpoints import write_checkpoint
 
 MEAN = [10.0, 20.0, 30.0]
 STD = [2.0, 4.0, 5.0]
@@ -63,15 +63,7 @@ def test_evaluate_images_matches_naive_reference() -> None:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     task = SegmentationTask(in_channels=3, num_classes=3, mean=MEAN, std=STD, class_names=NAMES)
-    path = tmp_path_factory.mktemp("run") / "checkpoints" / "last.ckpt"
-    path.parent.mkdir()
-    payload = {
-        "state_dict": task.state_dict(),
-        "hyper_parameters": dict(task.hparams),
-        "pytorch-lightning_version": lightning.__version__,
-    }
-    torch.save(payload, path)
-    return path
+    return write_checkpoint(task, tmp_path_factory.mktemp("run") / "checkpoints" / "last.ckpt")
 
 
 def test_evaluate_main_writes_reports(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

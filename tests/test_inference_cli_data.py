@@ -6,7 +6,6 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
-import lightning
 import numpy as np
 import pytest
 import rasterio
@@ -18,6 +17,7 @@ from falsecl.cli.inference import evaluate_main, predict_main
 from falsecl.inference import SlidingWindowPredictor
 from falsecl.inference.batch import collect_inputs
 from falsecl.tasks.segmentation import SegmentationTask
+from tests.data.checkpoints import write_checkpoint
 from tests.data.fake_layouts import make_folder
 from tests.data.gis import gdal_tool
 
@@ -29,14 +29,7 @@ COLOURS = [[0, 255, 0], [128, 128, 128]]
 def save_checkpoint(path: Path, **hparams: object) -> Path:
     torch.manual_seed(0)
     task = SegmentationTask(in_channels=3, num_classes=2, mean=MEAN, std=STD, output_stride=16, **hparams)  # type: ignore[arg-type]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "state_dict": task.state_dict(),
-        "hyper_parameters": dict(task.hparams),
-        "pytorch-lightning_version": lightning.__version__,
-    }
-    torch.save(payload, path)
-    return path
+    return write_checkpoint(task, path)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from falsecl.inference.input_check import (
     training_range,
 )
 from falsecl.tasks.segmentation import SegmentationTask
+from tests.data.checkpoints import write_checkpoint
 
 MEAN, STD = [120.0, 110.0, 100.0], [50.0, 45.0, 40.0]
 TRAINED = [[12.0, 230.0], [10.0, 220.0], [8.0, 210.0]]
@@ -127,15 +128,7 @@ def uint8_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         in_channels=3, num_classes=3, mean=MEAN, std=STD, output_stride=16, data_dtype="uint8",
         data_value_range=TRAINED,
     )  # fmt: skip
-    path = tmp_path_factory.mktemp("run") / "checkpoints" / "last.ckpt"
-    path.parent.mkdir()
-    payload = {
-        "state_dict": task.state_dict(),
-        "hyper_parameters": dict(task.hparams),
-        "pytorch-lightning_version": lightning.__version__,
-    }
-    torch.save(payload, path)
-    return path
+    return write_checkpoint(task, tmp_path_factory.mktemp("run") / "checkpoints" / "last.ckpt")
 
 
 def test_predict_refuses_a_16_bit_scene_on_an_8_bit_model(
