@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
+import yaml
 
+from falsecl.benchmark.cells import Method
 from falsecl.benchmark.stats import comparisons, mean_std, paired_difference, paired_table, verdict
 
 
@@ -109,3 +112,26 @@ def test_primary_endpoint_averages_fractions_and_subset_seeds_per_pretraining_se
     # A pretraining seed missing a planned cell does not count (its mean would cover other cells).
     missing = [c for c in cells if not (c["method"] == "simclr" and c["pretrain_seed"] == 2 and c["finetune_seed"])]
     assert primary_endpoint(missing, spec)["n"] == 2
+
+
+def test_learned_methods_are_compared_with_the_strongest_control():
+    # random_init_bn builds on random_init (BatchNorm refitted, no pretraining): it is the control a pretrained
+    # backbone must beat; comparing only with plain random init would credit pretraining with BN calibration.
+    methods = [Method("random_init"), Method("random_init_bn", bn_recalibration=True, base="random_init"),
+               Method("simclr", "x.yaml"), Method("false", "x.yaml", base="simclr")]
+    pairs = comparisons([m.info() for m in methods])
+    assert pairs == [("random_init_bn", "random_init"), ("false", "simclr"), ("simclr", "random_init_bn"),
+                     ("false", "random_init_bn")]
+    # Two controls that build on nothing: each learned method is compared with both.
+    two = comparisons([{"name": "a", "pretrained": False}, {"name": "b", "pretrained": False},
+                       {"name": "ssl", "pretrained": True}])
+    assert two == [("ssl", "a"), ("ssl", "b")]
+
+
+def test_shipped_benchmarks_compare_with_the_batchnorm_control():
+    root = Path(__file__).resolve().parents[2]
+    for name in ("cpu_dubai", "gpu_dubai"):
+        config = yaml.safe_load((root / f"configs/benchmark/{name}.yaml").read_text())
+        pairs = comparisons([Method(**m).info() for m in config["methods"]])
+        assert ("simclr_ntxent", "random_init_bn") in pairs and ("random_init_bn", "random_init") in pairs
+        assert ("simclr_ntxent", "random_init") not in pairs, name

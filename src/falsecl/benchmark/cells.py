@@ -23,8 +23,8 @@ class Method:
             official``).
         finetune_args: Extra ``falsecl finetune`` arguments for this method only (e.g. the encoder learning-rate
             factor that suits a random initialisation).
-        base: Name of the method this one modifies (``simclr_false`` -> ``simclr_ntxent``); the report gives
-            their paired difference.
+        base: Name of the method this one modifies (``simclr_false`` -> ``simclr_ntxent``, ``random_init_bn`` ->
+            ``random_init``); the report gives their paired difference.
         finetune: ``False``: linear-probe cells only, no fine-tuning cells (to fit a budget).
         bn_recalibration: Without ``pretrain_config``: the random initialisation with its BatchNorm statistics
             refitted on the training images (no labels), the stronger control of a pretrained backbone's
@@ -41,6 +41,14 @@ class Method:
     finetune: bool = True
     bn_recalibration: bool = False
     priority: int = 1
+
+    def info(self) -> dict[str, Any]:
+        """What the report needs to pair methods (:func:`falsecl.benchmark.stats.comparisons`).
+
+        A BatchNorm-recalibrated random initialisation is a control, not a pretrained method: it learns nothing.
+        """
+        return {"name": self.name, "pretrained": self.pretrain_config is not None, "base": self.base,
+                "priority": self.priority}
 
 
 @dataclass(frozen=True)

@@ -193,8 +193,7 @@ def run_benchmark(
         "intro": intro,
         "headline_protocol": headline_protocol,
         "planned_cells": {p: sum(c.protocol == p for c in cells) for p in dict.fromkeys(c.protocol for c in cells)},
-        "method_info": [{"name": m.name, "pretrained": m.pretrain_config is not None or m.bn_recalibration,
-                         "base": m.base, "priority": m.priority} for m in methods],
+        "method_info": [m.info() for m in methods],
     }
     all_cells = [*cells, *reruns]
     if report_only:
