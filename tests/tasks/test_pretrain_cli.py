@@ -1,5 +1,6 @@
 """``falsecl pretrain`` end to end on tiny fake images: print_config, a short run, resume, SIGKILL."""
 
+import csv
 import os
 import signal
 import subprocess
@@ -29,6 +30,11 @@ def images(tmp_path_factory):
     for i in range(2):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / f"img{i}.png")
     return root
+
+
+def _logged_steps(run_dir):
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        return [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss_step")]
 
 
 def _args(images, run_dir, *extra):
@@ -94,8 +100,12 @@ def test_two_step_run_and_resume(images, tmp_path):
         assert key in metrics
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "tensorboard" / "config.yaml").is_file()
+    logged = _logged_steps(run)
     # resume for one more epoch: the step counter and the optimiser state continue from the checkpoint
     assert main(_args(images, run, "--trainer.max_steps=-1", "--trainer.max_epochs=2", "--ckpt_path=last")) == 0
+    # ... and the log too: the first epoch's rows are kept (Lightning's CSV writer deleted them)
+    after = _logged_steps(run)
+    assert logged and after[: len(logged)] == logged and len(after) > len(logged) and after == sorted(set(after))
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert resumed["global_step"] == 4
     assert resumed["optimizer_states"][0]["state"]  # momentum buffers carried on

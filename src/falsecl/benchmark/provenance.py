@@ -112,7 +112,10 @@ def pretrain_record(run_dir: str | Path) -> dict[str, Any]:
             current = int(fit["epoch_loop.batch_progress"]["current"]["completed"])
             out["pretrain_steps"] = steps
             if done >= 1 and steps > current:
-                out["pretrain_epochs"] = round(done + current / ((steps - current) / done), 3)
+                # Whole steps an epoch: after a resume Lightning's count of the last epoch's batches can be one
+                # short, which made the epoch 68.14 steps long instead of 68.
+                per_epoch = round((steps - current) / done)
+                out["pretrain_epochs"] = round(steps / per_epoch, 3)
         except (KeyError, TypeError, ValueError, RuntimeError, OSError):
             pass
     log = run / "csv" / "metrics.csv"

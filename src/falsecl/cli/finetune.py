@@ -21,14 +21,13 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from falsecl.calibration import trainer_precision
 from falsecl.cli.common import Failure, run_reporting
 from falsecl.model_card import ModelCardCallback
 from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision
 from falsecl.tasks.base import AtomicCheckpointIO
-from falsecl.tasks.run_guards import HintingLightningParser, removed_on_failed_start, run_callbacks
+from falsecl.tasks.run_guards import HintingLightningParser, removed_on_failed_start, run_callbacks, run_loggers
 from falsecl.tasks.segmentation import SegmentationTask
 
 
@@ -58,11 +57,7 @@ class FinetuneCLI(LightningCLI):
             root = Path(trainer_cfg["default_root_dir"])
         logger = trainer_cfg.get("logger")
         if logger is None or logger is True:
-            # Same layout as pretraining; fixed (empty) versions keep one log that a resumed run appends to.
-            kwargs["logger"] = [
-                TensorBoardLogger(str(root), name="tensorboard", version=""),
-                CSVLogger(str(root), name="csv", version=""),
-            ]
+            kwargs["logger"] = run_loggers(root)
         callbacks = list(trainer_cfg.get("callbacks") or [])
         checkpointing = trainer_cfg.get("enable_checkpointing") is not False
         if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in callbacks):

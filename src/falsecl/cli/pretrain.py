@@ -24,14 +24,13 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from falsecl.calibration import trainer_precision
 from falsecl.cli.common import USAGE, Failure, run_reporting
 from falsecl.datamodules import SSLDataModule
 from falsecl.precision import PRECISION_HELP, trainer_auto_to_precision
 from falsecl.tasks.base import AtomicCheckpointIO, NonFiniteLossError, PretrainTask
-from falsecl.tasks.run_guards import HintingLightningParser, removed_on_failed_start, run_callbacks
+from falsecl.tasks.run_guards import HintingLightningParser, removed_on_failed_start, run_callbacks, run_loggers
 
 #: Root of a run when neither the config nor the command line sets ``trainer.default_root_dir``.
 DEFAULT_ROOT = "runs/pretrain"
@@ -67,11 +66,7 @@ class PretrainCLI(LightningCLI):
             root = Path("runs") / self.config["name"]
             kwargs["default_root_dir"] = str(root)
         if config.get("logger") in (None, True):
-            # Fixed (empty) versions keep one log per run that a resumed run appends to.
-            kwargs["logger"] = [
-                TensorBoardLogger(root, name="tensorboard", version=""),
-                CSVLogger(root, name="csv", version=""),
-            ]
+            kwargs["logger"] = run_loggers(root)
         callbacks: list[Callback] = list(config.get("callbacks") or [])
         checkpointing = config.get("enable_checkpointing") is not False
         if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in callbacks):

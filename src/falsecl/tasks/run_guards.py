@@ -6,6 +6,9 @@
 * :class:`StepProgressBar`: Lightning's bar prints ``Epoch 29/-2`` when a run is bounded by ``max_steps``
   with ``max_epochs: -1`` (as the fine-tuning presets are); this one says ``Epoch 29`` and counts steps.
 * :class:`HintingLightningParser`: a mistyped option gets one line with the nearest option.
+* :func:`run_loggers`: TensorBoard and CSV logs in the run folder. Lightning's CSV writer deletes an existing
+  ``metrics.csv``, so a run resumed with ``--ckpt_path last`` lost the log of everything before it; here the rows
+  before the resumed run's first step are kept.
 * :class:`ValidateByTheEnd`: a preset shortened on the command line (``--trainer.max_steps 30`` with
   ``val_check_interval: 60``) never validated, so no checkpoint was selected. The interval is scaled to the
   run so that the last validation falls on the last step.
@@ -13,17 +16,21 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
 from falsecl.usage import ShortErrors
@@ -136,3 +143,57 @@ __all__ = [
     "run_callbacks",
     "validation_interval",
 ]
+
+
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is kept up to the new run's first step.
+
+    Rows at or after that step belong to the stretch a killed run logged past its last checkpoint; the resumed run
+    logs those steps again. A new run (first step 0) therefore starts a new log, as Lightning's writer does.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        self._earlier: list[dict[str, Any]] = []
+        path = Path(self.metrics_file_path)
+        if path.is_file():
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                self._earlier = list(reader)
+            path.unlink()
+
+    def save(self) -> None:
+        """Write the recorded metrics, preceded (on the first save) by the earlier run's rows before them."""
+        if self._earlier and self.metrics:
+            first = min(int(m.get("step", 0)) for m in self.metrics)
+            kept = [r for r in self._earlier if _step(r) < first]
+            self.metrics = [*({k: v for k, v in r.items() if k and v != ""} for r in kept), *self.metrics]
+            self._earlier = []
+        super().save()
+
+
+def _step(row: dict[str, Any]) -> float:
+    try:
+        return float(row.get("step") or "nan")
+    except ValueError:
+        return float("nan")  # an unreadable row: NaN is below no step, so it is dropped
+
+
+class _KeepingCSVLogger(CSVLogger):
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+        return cast(ExperimentWriter, self._experiment)
+
+
+def run_loggers(root: str | Path) -> list[Logger]:
+    """TensorBoard and CSV loggers writing ``root/tensorboard`` and ``root/csv``, one log per run folder.
+
+    Fixed (empty) versions keep one log per run; a run resumed in the same folder appends to both (TensorBoard
+    with a second events file, the CSV log keeping the rows before the step it resumes from).
+    """
+    return [TensorBoardLogger(str(root), name="tensorboard", version=""),
+            _KeepingCSVLogger(str(root), name="csv", version="")]
+
