@@ -108,14 +108,24 @@ def fire_rates(results: Sequence[Row]) -> dict[str, str]:
 
 
 def pretraining_lengths(results: Sequence[Row]) -> dict[str, str]:
-    """Per method, the pretraining steps and epochs recorded by its cells (``500 steps, 7.35 epochs``)."""
+    """Per method, the pretraining steps and epochs recorded by its cells (``500 steps, 7.35 epochs``).
+
+    Pretrainings that were interrupted and resumed are named (``seed 0 resumed at step 272``): they are valid runs,
+    but not reproducible from their seed alone.
+    """
     out: dict[str, set[str]] = {}
+    resumed: dict[str, dict[Any, str]] = {}
     for r in results:
         if r.get("pretrain_steps") is not None:
             epochs = r.get("pretrain_epochs")
             out.setdefault(str(r["method"]), set()).add(
                 f"{r['pretrain_steps']} steps" + ("" if epochs is None else f", {epochs} epochs"))
-    return {m: " / ".join(sorted(v)) for m, v in out.items()}
+        if r.get("pretrain_resumed_at"):
+            steps = ", ".join("?" if s is None else str(s) for s in r["pretrain_resumed_at"])
+            resumed.setdefault(str(r["method"]), {})[r.get("pretrain_seed")] = f"seed {r.get('pretrain_seed')} " \
+                f"resumed at step {steps}"
+    return {m: " / ".join(sorted(v)) + "".join(f"; {t}" for _, t in sorted(resumed.get(m, {}).items(), key=str))
+            for m, v in out.items()}
 
 
 def reproducibility(results: Sequence[Row], reruns: Sequence[Row], path: Path) -> tuple[str, Any] | None:

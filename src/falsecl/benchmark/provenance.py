@@ -9,7 +9,8 @@ Every cell records
   committing its cells) still counts as one code version;
 - ``config_hash``: a hash of everything resolved for the cell (the method, its pretraining YAML's text, the shared
   arguments, the probe settings and dataset);
-- ``pretrain_steps``, ``pretrain_epochs`` and FALSE's ``fire_rate`` over the second half of pretraining.
+- ``pretrain_steps``, ``pretrain_epochs`` and FALSE's ``fire_rate`` over the second half of pretraining;
+- ``pretrain_resumed_at``: the steps an interrupted pretraining was resumed from (``[]`` when it ran in one go).
 """
 
 from __future__ import annotations
@@ -96,10 +97,16 @@ def pretrain_record(run_dir: str | Path) -> dict[str, Any]:
     """Steps, epochs and FALSE's fire rate of a finished pretraining run (``None`` where not found).
 
     Steps and epochs come from ``checkpoints/last.ckpt`` (Lightning's loop counters); the fire rate is the mean of
-    ``train/false/fire_rate`` over the second half of the logged steps in ``csv/metrics.csv``.
+    ``train/false/fire_rate`` over the second half of the logged steps in ``csv/metrics.csv``; the steps the run
+    was resumed from (``[]``: none) from ``DONE`` (:func:`falsecl.benchmark.steps.train_step`).
     """
     run = Path(run_dir)
-    out: dict[str, Any] = {"pretrain_steps": None, "pretrain_epochs": None, "fire_rate": None}
+    out: dict[str, Any] = {"pretrain_steps": None, "pretrain_epochs": None, "fire_rate": None,
+                           "pretrain_resumed_at": None}
+    try:  # None: a run finished before resumes were recorded
+        out["pretrain_resumed_at"] = json.loads((run / "DONE").read_text())["resumed_at_steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     ckpt = run / "checkpoints" / "last.ckpt"
     if ckpt.is_file():
         import torch

@@ -2,6 +2,8 @@
 
 A finished step is marked by ``DONE`` (with its wall time) and skipped; an interrupted one resumes from
 ``checkpoints/last.ckpt``; a step whose ``LOCK`` names another live process (a second runner) is waited for.
+Each resume is noted in ``RESUMED`` (the checkpoint's step) and ``DONE`` lists them: a resumed training is a valid
+run but not reproducible from its seed alone, since the random streams restart.
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ def train_step(cmd: str, config: str, run_dir: Path, extra: Sequence[str], run: 
     if (run_dir / "DONE").is_file():
         return _done_wall(run_dir)
     args = [cmd, "--config", config, "--trainer.default_root_dir", str(run_dir), *extra]
-    if (run_dir / "checkpoints" / "last.ckpt").is_file():
-        args += ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        args += ["--ckpt_path", str(last)]
+        with (run_dir / "RESUMED").open("a") as f:
+            f.write(json.dumps({"step": _checkpoint_step(last), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "LOCK").write_text(f"{os.getpid()}\n")
@@ -64,5 +69,29 @@ def train_step(cmd: str, config: str, run_dir: Path, extra: Sequence[str], run: 
         raise RuntimeError(f"'falsecl {cmd}' failed with exit code {code} for {run_dir}; fix it and rerun the "
                            "benchmark: finished steps are kept and this one resumes")
     wall = time.perf_counter() - start
-    (run_dir / "DONE").write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": wall}))
+    (run_dir / "DONE").write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": wall,
+                                              "resumed_at_steps": resumed_steps(run_dir)}))
     return wall
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError):
+        return None
+
+
+def resumed_steps(run_dir: Path) -> list[int | None]:
+    """The steps a training was resumed from (``[]``: it ran in one go), read from ``RESUMED``."""
+    path = run_dir / "RESUMED"
+    if not path.is_file():
+        return []
+    steps: list[int | None] = []
+    for line in path.read_text().splitlines():
+        try:
+            steps.append(json.loads(line).get("step"))
+        except (ValueError, AttributeError):
+            steps.append(None)  # a half-written line still counts as a resume
+    return steps
