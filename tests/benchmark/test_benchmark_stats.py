@@ -9,7 +9,15 @@ import pytest
 import yaml
 
 from falsecl.benchmark.cells import Method
-from falsecl.benchmark.stats import comparisons, mean_std, paired_difference, paired_table, verdict
+from falsecl.benchmark.evidence import spread_sources
+from falsecl.benchmark.stats import (
+    comparisons,
+    mean_std,
+    paired_difference,
+    paired_table,
+    two_way_shares,
+    verdict,
+)
 
 
 def test_interval_and_p_value_against_hand_computation():
@@ -135,3 +143,27 @@ def test_shipped_benchmarks_compare_with_the_batchnorm_control():
         pairs = comparisons([Method(**m).info() for m in config["methods"]])
         assert ("simclr_ntxent", "random_init_bn") in pairs and ("random_init_bn", "random_init") in pairs
         assert ("simclr_ntxent", "random_init") not in pairs, name
+
+
+def test_two_way_shares_against_hand_computation():
+    # y[p, s] = a_p + b_s, a = (0, 1, 2), b = (0, 0, 3): SS_pretraining = 3 * 2 = 6, SS_subset = 3 * 6 = 18,
+    # no interaction; total 24.
+    grid = {(p, s): float(a + b) for p, a in enumerate((0, 1, 2)) for s, b in enumerate((0, 0, 3))}
+    shares = two_way_shares(grid)
+    assert shares == pytest.approx({"pretraining": 0.25, "subset": 0.75, "residual": 0.0})
+    # Adding an interaction to one cell moves variance into the residual only; the shares still sum to 1.
+    grid[(0, 0)] += 1.0
+    shares = two_way_shares(grid)
+    assert shares["residual"] > 0 and sum(shares.values()) == pytest.approx(1.0)
+    # Incomplete grids, a single level, or no spread at all: undefined.
+    assert two_way_shares({k: v for k, v in grid.items() if k != (2, 2)}) is None
+    assert two_way_shares({(0, s): 1.0 + s for s in range(3)}) is None
+    assert two_way_shares({(p, s): 0.5 for p in range(2) for s in range(2)}) is None
+
+
+def test_spread_sources_table_names_the_dominant_seed():
+    cells = [{"method": m, "protocol": "probe", "label_fraction": 0.01, "pretrain_seed": p, "finetune_seed": s,
+              "mIoU": 0.40 + 0.05 * s + 0.001 * p} for m in ("a", "b") for p in range(3) for s in range(3)]
+    text, (header, body) = spread_sources(cells, "probe")
+    assert header[0] == "labels" and body[0][0] == "1 %"
+    assert "label subset" in text and body[0][1:4] == ["0.0 %", "100.0 %", "0.0 %"]

@@ -7,6 +7,7 @@
 - The code versions the cells were computed with: a report refuses to combine several unless asked, and then lists
   them.
 - The reproducibility of chosen cells, rerun from scratch, against the spread over pretraining seeds.
+- Where the spread comes from: pretraining seed against label subset (a two-way decomposition).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from falsecl.benchmark.stats import mean_std, primary_endpoint
+from falsecl.benchmark.stats import mean_std, primary_endpoint, two_way_shares
 
 Row = dict[str, Any]
 
@@ -186,3 +187,36 @@ def _plot(points: Sequence[tuple[float, float, float | None]], path: Path) -> No
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     _save(fig, path)
+
+
+def spread_sources(results: Sequence[Row], protocol: str) -> tuple[str, Any] | None:
+    """Where the spread of a method's mIoU comes from, per label fraction: pretraining seed, label subset, rest.
+
+    Each method's complete ``pretraining seed x subset seed`` grid is decomposed (:func:`two_way_shares`) and the
+    shares are averaged over the methods; a user reads off whether more seeds of pretraining or more label subsets
+    would narrow the intervals, and how much the choice of the labelled patches alone moves the score.
+
+    Returns:
+        ``(text, (header, body))``, or ``None`` when no method has a complete grid of at least 2 x 2 seeds.
+    """
+    grids: dict[float, dict[str, dict[tuple[int, int], float]]] = {}
+    for r in results:
+        v = r.get("mIoU")
+        if r.get("protocol") != protocol or v is None or not math.isfinite(float(v)):
+            continue
+        grid = grids.setdefault(float(r["label_fraction"]), {}).setdefault(str(r["method"]), {})
+        grid[int(r.get("pretrain_seed") or 0), int(r.get("finetune_seed") or 0)] = float(v)
+    body: list[list[str]] = []
+    for fraction in sorted(grids):
+        shares = [s for s in (two_way_shares(g) for g in grids[fraction].values()) if s is not None]
+        if shares:
+            mean = {k: statistics.fmean(s[k] for s in shares) for k in ("pretraining", "subset", "residual")}
+            body.append([f"{100 * fraction:g} %", *(f"{100 * mean[k]:.1f} %" for k in mean), str(len(shares))])
+    if not body:
+        return None
+    text = ("Share of the variance of a method's test mIoU over its pretraining seed x label subset grid (a "
+            "two-way decomposition without replication, averaged over the methods): the pretraining seed, the "
+            "label subset (which patches were labelled, and the head's seed; at 100 % the head's seed alone), "
+            "and the rest (their interaction). A large label-subset share means the choice of the labelled patches moves the score "
+            "more than the pretraining run does.")
+    return text, (["labels", "pretraining seed", "label subset", "rest", "methods"], body)

@@ -27,6 +27,7 @@ from falsecl.benchmark.evidence import (
     pretraining_lengths,
     primary_text,
     reproducibility,
+    spread_sources,
 )
 from falsecl.benchmark.figures import plot_miou, plot_pretrain_curves, read_pretrain_logs
 from falsecl.benchmark.stats import comparisons, mean_std, paired_table, verdict
@@ -335,6 +336,10 @@ def write_report(results: Sequence[Row], out_dir: str | Path, title: str = "fals
                      "differed, so the Holm verdict (adjusted p < 0.05 over every comparison of the table) is the "
                      "one to quote.", diff_table(diffs)))
     sections.append(("Per-seed values", "", seed_table(rows)))
+    headline = args.get("headline_protocol") or (results[0].get("protocol") if results else None)
+    spread = spread_sources(results, str(headline))
+    if spread:
+        sections.append(("Where the spread comes from", *spread))
     if diag is not None:
         sections.append(("FALSE's false-negative diagnostics", DIAG_TEXT + "\n\n" + diagnostics_findings(logs), diag))
     diag_text = ("FALSE fire rate" + (" and false-negative diagnostics" if diag else "")

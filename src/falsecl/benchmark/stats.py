@@ -227,3 +227,32 @@ def primary_endpoint(results: Sequence[Row], spec: Row) -> Row:
         seeds.append(p)
         per_seed.append(ma - mb)
     return {**paired_difference(per_seed), "per_seed": per_seed, "seeds": seeds, "spec": dict(spec)}
+
+
+def two_way_shares(grid: dict[tuple[int, int], float]) -> dict[str, float] | None:
+    """Shares of the variance of ``y[p, s]`` due to the pretraining seed, the label-subset seed and the rest.
+
+    A two-way layout without replication: with grand mean ``m``, row means ``r_p`` over the ``S`` subset seeds and
+    column means ``c_s`` over the ``P`` pretraining seeds, ``SS_pretraining = S * sum_p (r_p - m)^2``,
+    ``SS_subset = P * sum_s (c_s - m)^2`` and the residual (interaction and noise) is what remains of
+    ``SS_total = sum (y - m)^2``; each is divided by ``SS_total``.
+
+    Args:
+        grid: ``(pretraining seed, subset seed) -> value`` over a complete grid.
+
+    Returns:
+        ``{"pretraining", "subset", "residual"}`` summing to 1, or ``None`` for an incomplete grid, fewer than two
+        levels of either seed, or no spread at all.
+    """
+    rows = sorted({p for p, _ in grid})
+    cols = sorted({s for _, s in grid})
+    if len(rows) < 2 or len(cols) < 2 or any((p, s) not in grid for p in rows for s in cols):
+        return None
+    m = statistics.fmean(grid.values())
+    total = sum((v - m) ** 2 for v in grid.values())
+    if total <= 0.0:
+        return None
+    ss_p = len(cols) * sum((statistics.fmean(grid[p, s] for s in cols) - m) ** 2 for p in rows)
+    ss_s = len(rows) * sum((statistics.fmean(grid[p, s] for p in rows) - m) ** 2 for s in cols)
+    residual = max(0.0, total - ss_p - ss_s)
+    return {"pretraining": ss_p / total, "subset": ss_s / total, "residual": residual / total}
