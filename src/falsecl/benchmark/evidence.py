@@ -217,6 +217,6 @@ def spread_sources(results: Sequence[Row], protocol: str) -> tuple[str, Any] | N
     text = ("Share of the variance of a method's test mIoU over its pretraining seed x label subset grid (a "
             "two-way decomposition without replication, averaged over the methods): the pretraining seed, the "
             "label subset (which patches were labelled, and the head's seed; at 100 % the head's seed alone), "
-            "and the rest (their interaction). A large label-subset share means the choice of the labelled patches moves the score "
-            "more than the pretraining run does.")
+            "and the rest (their interaction). A large label-subset share means the choice of the labelled "
+            "patches moves the score more than the pretraining run does.")
     return text, (["labels", "pretraining seed", "label subset", "rest", "methods"], body)
