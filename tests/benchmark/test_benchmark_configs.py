@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from falsecl.benchmark.cells import Method, panel_methods
 from falsecl.cli.benchmark import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,3 +46,11 @@ def test_gpu_pretraining_arguments_parse(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     printed = yaml.safe_load(done.stdout)
     assert printed["model"]["init_args"]["gate"] == "quantile" and printed["trainer"]["max_steps"] == 935
+
+
+def test_panel_shows_random_init_simclr_and_simclr_false():
+    # random_init_bn has a base (random_init) but is a control: the panel's third column is the first pretrained
+    # method that modifies another, SimCLR + FALSE.
+    config = yaml.safe_load((REPO / "configs/benchmark/cpu_dubai.yaml").read_text())
+    methods = [Method(**m) for m in config["methods"]]
+    assert panel_methods(methods) == ["random_init", "simclr_ntxent", "simclr_false"]

@@ -51,6 +51,17 @@ class Method:
                 "priority": self.priority}
 
 
+def panel_methods(methods: Sequence[Method]) -> list[str]:
+    """The report's prediction panel: the first control, the first pretrained method and the first that modifies one.
+
+    In ``cpu_dubai.yaml``: random initialisation, SimCLR and SimCLR + FALSE.
+    """
+    controls = [m.name for m in methods if m.pretrain_config is None][:1]
+    plain = [m.name for m in methods if m.pretrain_config is not None and m.base is None][:1]
+    modified = [m.name for m in methods if m.pretrain_config is not None and m.base is not None][:1]
+    return [*controls, *plain, *modified]
+
+
 @dataclass(frozen=True)
 class Cell:
     """One probe or fine-tuning + evaluation of the matrix."""

@@ -38,6 +38,7 @@ from falsecl.benchmark.cells import (
     Method,
     eta_seconds,
     load_cell_result,
+    panel_methods,
     plan_cells,
     progress_line,
     save_cell_result,
@@ -269,8 +270,7 @@ def _finish(out: Path, record: dict[str, Any], data: dict[str, Any], results: li
     if any(r.get("protocol") == "probe" for r in results):
         from falsecl.benchmark.panel import write_panel
 
-        caption = write_panel(out, data, results, [m.name for m in chosen if m.base is None][:2]
-                              + [m.name for m in chosen if m.base is not None][:1])
+        caption = write_panel(out, data, results, panel_methods(chosen))
         if caption:
             record["panel_caption"] = caption
     _write_args(out, record)
