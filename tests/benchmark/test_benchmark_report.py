@@ -157,3 +157,17 @@ def test_fire_rate_lines_say_how_much_false_acted_in_the_second_half():
     assert text.endswith("- moco_false: 30.0 ± 14.1 % of rows per step (n = 2 seeds)")
     assert "byol" not in text
     assert fire_rate_lines({"byol": []}) == ""
+
+
+def test_no_stale_panel_when_the_probe_heads_are_not_found(tmp_path, capsys):
+    # A report rebuilt from another folder than the one the benchmark ran in: the cells' run folders are relative
+    # to that one. Before, the last run's panel.png stayed and was published without a caption.
+    from falsecl.benchmark.panel import write_panel
+
+    (tmp_path / "panel.png").write_bytes(b"old")
+    cells = [{"method": "simclr", "protocol": "probe", "label_fraction": 0.05, "pretrain_seed": 0,
+              "finetune_seed": 0, "run_dir": "runs/elsewhere/simclr/probe/labels5pct_pre0_ft0"}]
+    assert write_panel(tmp_path, {}, cells, ["simclr"]) is None
+    assert not (tmp_path / "panel.png").exists()
+    err = capsys.readouterr().err
+    assert "runs/elsewhere/simclr/probe/labels5pct_pre0_ft0" in err and "folder the benchmark ran in" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,15 +40,24 @@ def write_panel(out: Path, data: dict[str, Any], results: Sequence[dict[str, Any
     probes = [r for r in results if r.get("protocol") == "probe" and r.get("pretrain_seed") == 0]
     fractions = sorted({float(r["label_fraction"]) for r in probes})
     if not fractions:
+        (out / "panel.png").unlink(missing_ok=True)
         return None
     frac = fraction if fraction is not None else (0.05 if 0.05 in fractions else fractions[-1])
     chosen = {}
+    missing = []
     for m in methods:
         cells = sorted((r for r in probes if r["method"] == m and float(r["label_fraction"]) == frac),
                        key=lambda r: int(r["finetune_seed"]))
         if cells and (Path(cells[0]["run_dir"]) / "head.pt").is_file():
             chosen[m] = cells[0]
+        elif cells:
+            missing.append(str(Path(cells[0]["run_dir"]) / "head.pt"))
     if not chosen:
+        # A panel left from an earlier run would be published as this one's.
+        (out / "panel.png").unlink(missing_ok=True)
+        if missing:
+            print(f"falsecl benchmark: no prediction panel: {missing[0]} not found (the cells' run folders are "
+                  "relative to the folder the benchmark ran in: rebuild the report from there)", file=sys.stderr)
         return None
     dm = probe_data_module(data, out)
     test = dm.whole_image_dataset("test")
