@@ -149,33 +149,41 @@ class _KeepingWriter(ExperimentWriter):
     """Lightning's CSV writer, except that an existing ``metrics.csv`` is kept up to the new run's first step.
 
     Rows at or after that step belong to the stretch a killed run logged past its last checkpoint; the resumed run
-    logs those steps again. A new run (first step 0) therefore starts a new log, as Lightning's writer does.
+    logs those steps again. A new run (first step 0) therefore starts a new log, as Lightning's writer does. The
+    old file is left alone until the first save, so a resume that fails at once loses nothing.
     """
 
+    def __init__(self, log_dir: str) -> None:
+        super().__init__(log_dir)
+        self._merged = False
+
     def _check_log_dir_exists(self) -> None:
-        self._earlier: list[dict[str, Any]] = []
-        path = Path(self.metrics_file_path)
-        if path.is_file():
-            with path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                self._earlier = list(reader)
-            path.unlink()
+        """Keep the folder's files (Lightning's writer deletes ``metrics.csv`` here)."""
 
     def save(self) -> None:
         """Write the recorded metrics, preceded (on the first save) by the earlier run's rows before them."""
-        if self._earlier and self.metrics:
-            first = min(int(m.get("step", 0)) for m in self.metrics)
-            kept = [r for r in self._earlier if _step(r) < first]
-            self.metrics = [*({k: v for k, v in r.items() if k and v != ""} for r in kept), *self.metrics]
-            self._earlier = []
+        if not self._merged and self.metrics:
+            path = Path(self.metrics_file_path)
+            if path.is_file():
+                with path.open(newline="") as f:
+                    earlier = list(csv.DictReader(f))
+                first = min(int(m.get("step", 0)) for m in self.metrics)
+                kept = [{k: _number(v) for k, v in r.items() if k and v not in ("", None)}
+                        for r in earlier if _number(r.get("step")) < first]
+                path.unlink()
+                self.metrics = [*kept, *self.metrics]
+            self._merged = True
         super().save()
 
 
-def _step(row: dict[str, Any]) -> float:
-    try:
-        return float(row.get("step") or "nan")
-    except ValueError:
-        return float("nan")  # an unreadable row: NaN is below no step, so it is dropped
+def _number(value: Any) -> float:
+    """A logged value read back from the CSV file (NaN where unreadable, so such a row's step keeps nothing)."""
+    for kind in (int, float):  # steps and epochs are written back as integers, as Lightning writes them
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            pass
+    return float("nan")
 
 
 class _KeepingCSVLogger(CSVLogger):
