@@ -123,8 +123,8 @@ def pretraining_lengths(results: Sequence[Row]) -> dict[str, str]:
                 f"{r['pretrain_steps']} steps" + ("" if epochs is None else f", {epochs} epochs"))
         if r.get("pretrain_resumed_at"):
             steps = ", ".join("?" if s is None else str(s) for s in r["pretrain_resumed_at"])
-            resumed.setdefault(str(r["method"]), {})[r.get("pretrain_seed")] = f"seed {r.get('pretrain_seed')} " \
-                f"resumed at step {steps}"
+            seed = r.get("pretrain_seed")
+            resumed.setdefault(str(r["method"]), {})[seed] = f"seed {seed} resumed at step {steps}"
     return {m: " / ".join(sorted(v)) + "".join(f"; {t}" for _, t in sorted(resumed.get(m, {}).items(), key=str))
             for m, v in out.items()}
 

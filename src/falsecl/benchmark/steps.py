@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from falsecl.benchmark.provenance import pretrain_record
+
 #: Runs ``falsecl <args>`` and returns its exit code (a subprocess in the product, a fake in tests).
 Runner = Callable[[list[str]], int]
 
@@ -56,8 +58,9 @@ def train_step(cmd: str, config: str, run_dir: Path, extra: Sequence[str], run: 
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         args += ["--ckpt_path", str(last)]
+        note = {"step": pretrain_record(run_dir)["pretrain_steps"], "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         with (run_dir / "RESUMED").open("a") as f:
-            f.write(json.dumps({"step": _checkpoint_step(last), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+            f.write(json.dumps(note) + "\n")
     start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "LOCK").write_text(f"{os.getpid()}\n")
@@ -72,15 +75,6 @@ def train_step(cmd: str, config: str, run_dir: Path, extra: Sequence[str], run: 
     (run_dir / "DONE").write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": wall,
                                               "resumed_at_steps": resumed_steps(run_dir)}))
     return wall
-
-
-def _checkpoint_step(path: Path) -> int | None:
-    import torch
-
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
-    except (KeyError, TypeError, ValueError, RuntimeError, OSError):
-        return None
 
 
 def resumed_steps(run_dir: Path) -> list[int | None]:
